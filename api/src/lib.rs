@@ -1,0 +1,456 @@
+//! The HTTP edge and the process roles: `serve` (gateway) and `worker` (relay + consumers).
+
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource};
+use async_graphql::{BatchRequest, BatchResponse, Data};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+use uphub_domain::error::ErrorCode;
+use uphub_resolvers::Caller;
+use uphub_schema::AppSchema;
+use uphub_services::Core;
+use uphub_services::config::Env;
+use uphub_services::consumer::{self, Handler};
+use uphub_services::notifications::{InvitationMailer, TenantProvisioner};
+use uphub_services::outbox::{self, RelayFaults};
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct App {
+    pub core: Core,
+    pub schema: AppSchema,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    pub fn new(core: Core) -> App {
+        App {
+            schema: uphub_schema::build(core.clone()),
+            core,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+pub fn router(app: App) -> Router {
+    let body_limit = app.core.cfg.limits.max_body_bytes;
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(app)
+}
+
+/// A JSON error response in GraphQL shape, for failures before execution.
+fn error_response(status_code: ErrorCode, message: &str, request_id: &str) -> Response {
+    let body = json!({"errors": [{"message": message, "extensions": {"code": status_code.as_str(), "requestId": request_id}}]});
+    let status = StatusCode::from_u16(status_code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Result<Option<String>, ()> {
+    match headers.get(header::AUTHORIZATION) {
+        None => Ok(None),
+        Some(v) => {
+            let v = v.to_str().map_err(|_| ())?;
+            let token = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+                .ok_or(())?;
+            Ok(Some(token.trim().to_string()))
+        }
+    }
+}
+
+async fn graphql_post(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let rid = request_id(&headers);
+    let resp = graphql_inner(&app, addr, &headers, body, &rid).await;
+    app.metrics
+        .observe_request("/graphql", resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn graphql_inner(
+    app: &App,
+    addr: SocketAddr,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    rid: &str,
+) -> Response {
+    let fail = |code: ErrorCode, msg: &str| {
+        app.metrics.observe_error(code.as_str());
+        error_response(code, msg, rid)
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return fail(ErrorCode::PayloadTooLarge, "request body is too large");
+        }
+        Err(_) => return fail(ErrorCode::BadRequest, "could not read the request body"),
+    };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media != "application/json" && media != "application/graphql-response+json" {
+        return fail(
+            ErrorCode::UnsupportedMediaType,
+            "POST /graphql takes Content-Type: application/json",
+        );
+    }
+    let batch: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return fail(
+                ErrorCode::BadRequest,
+                &format!("malformed GraphQL request JSON: {e}"),
+            );
+        }
+    };
+    let max_batch = app.core.cfg.limits.max_batch;
+    let size = match &batch {
+        BatchRequest::Single(_) => 1,
+        BatchRequest::Batch(v) => v.len(),
+    };
+    if size == 0 {
+        return fail(ErrorCode::BadRequest, "empty batch");
+    }
+    if size > max_batch {
+        return fail(
+            ErrorCode::BatchTooLarge,
+            &format!("at most {max_batch} operations per batch"),
+        );
+    }
+    let ip = addr.ip().to_string();
+    let rctx = match bearer(headers) {
+        Err(()) => {
+            return fail(
+                ErrorCode::Unauthenticated,
+                "Authorization must be 'Bearer <token>'",
+            );
+        }
+        Ok(None) => None,
+        Ok(Some(token)) => match uphub_services::auth::authenticate(&app.core, &token).await {
+            Ok(c) => Some(c.with_request(rid, Some(ip.clone()))),
+            Err(e) => {
+                let code = e.code();
+                let msg = if code == ErrorCode::Internal {
+                    "internal error".to_string()
+                } else {
+                    e.to_string()
+                };
+                if code == ErrorCode::Internal {
+                    tracing::error!(request_id = rid, error = ?e, "authentication failed");
+                }
+                return fail(code, &msg);
+            }
+        },
+    };
+    for req in batch.iter() {
+        app.metrics
+            .observe_operation(req.operation_name.as_deref().unwrap_or("anonymous"));
+    }
+    let caller = Caller {
+        ctx: rctx,
+        request_id: rid.to_string(),
+        ip,
+    };
+    let batch = batch.data(caller);
+    let timeout = app.core.cfg.limits.request_timeout;
+    let resp = match tokio::time::timeout(timeout, app.schema.execute_batch(batch)).await {
+        Ok(r) => r,
+        Err(_) => {
+            return fail(
+                ErrorCode::Timeout,
+                "the request took too long and was cancelled",
+            );
+        }
+    };
+    let mut retry_after: Option<u64> = None;
+    let mut only_rate_limited = true;
+    let mut any_error = false;
+    for r in batch_responses(&resp) {
+        for e in &r.errors {
+            any_error = true;
+            let code = e
+                .extensions
+                .as_ref()
+                .and_then(|x| x.get("code"))
+                .and_then(|v| match v {
+                    async_graphql::Value::String(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "INTERNAL".into());
+            if code == "RATE_LIMITED" {
+                if let Some(async_graphql::Value::Number(n)) =
+                    e.extensions.as_ref().and_then(|x| x.get("retryAfterMs"))
+                {
+                    retry_after = n.as_u64();
+                }
+            } else {
+                only_rate_limited = false;
+            }
+            app.metrics.observe_error(&code);
+        }
+    }
+    let mut out = axum::Json(&resp).into_response();
+    if any_error && only_rate_limited && retry_after.is_some() {
+        *out.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        if let Some(ms) = retry_after {
+            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
+                out.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        out.headers_mut().insert("x-request-id", v);
+    }
+    out
+}
+
+fn batch_responses(resp: &BatchResponse) -> Vec<&async_graphql::Response> {
+    match resp {
+        BatchResponse::Single(r) => vec![r],
+        BatchResponse::Batch(v) => v.iter().collect(),
+    }
+}
+
+async fn graphiql(State(app): State<App>) -> Response {
+    if app.core.cfg.env == Env::Prod {
+        return (StatusCode::NOT_FOUND, "GraphiQL is disabled in production").into_response();
+    }
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+    .into_response()
+}
+
+/// graphql-ws (and legacy graphql-transport-ws) subscriptions. The token comes in the
+/// connection_init payload as `Authorization: Bearer …` (or `authorization`/`token`).
+async fn graphql_ws(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let core = app.core.clone();
+    let schema = app.schema.clone();
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            GraphQLWebSocket::new(stream, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let rid = uuid::Uuid::new_v4().to_string();
+                    let ip = addr.ip().to_string();
+                    let raw = ["Authorization", "authorization", "token"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_string));
+                    let ctx = match raw {
+                        None => None,
+                        Some(raw) => {
+                            let token = raw
+                                .strip_prefix("Bearer ")
+                                .unwrap_or(&raw)
+                                .trim()
+                                .to_string();
+                            let c = uphub_services::auth::authenticate(&core, &token)
+                                .await
+                                .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                            Some(c.with_request(rid.clone(), Some(ip.clone())))
+                        }
+                    };
+                    let mut data = Data::default();
+                    data.insert(Caller {
+                        ctx,
+                        request_id: rid,
+                        ip,
+                    });
+                    Ok(data)
+                })
+                .serve()
+        })
+}
+
+async fn healthz(State(app): State<App>) -> Response {
+    app.metrics.observe_request("/healthz", 200, Duration::ZERO);
+    (StatusCode::OK, "ok").into_response()
+}
+
+/// Ready when Postgres, Redis and RabbitMQ all answer.
+pub async fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
+    let pg = core
+        .db
+        .execute_unprepared("SELECT 1")
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let mut conn = core.redis.clone();
+    let redis = redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    let amqp = if core.amqp.status().connected() {
+        Ok(())
+    } else {
+        Err("not connected".to_string())
+    };
+    vec![("postgres", pg), ("redis", redis), ("rabbitmq", amqp)]
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    let checks = tokio::time::timeout(Duration::from_secs(3), readiness(&app.core))
+        .await
+        .unwrap_or_else(|_| vec![("timeout", Err("checks timed out".into()))]);
+    let ok = checks.iter().all(|(_, r)| r.is_ok());
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(k, r)| {
+            (
+                k.to_string(),
+                json!(match r {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e,
+                }),
+            )
+        })
+        .collect();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&[]),
+    )
+        .into_response()
+}
+
+/// Serves until `shutdown` resolves; in-flight requests are drained before returning.
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    Ok(())
+}
+
+/// The consumers this build runs.
+pub fn handlers(core: &Core) -> anyhow::Result<Vec<Arc<dyn Handler>>> {
+    let mailer = uphub_services::mailer::Mailer::from_config(&core.cfg)?;
+    Ok(vec![
+        Arc::new(InvitationMailer { mailer }),
+        Arc::new(TenantProvisioner),
+    ])
+}
+
+/// The worker role: the outbox relay plus every consumer, each restarted after a failure.
+pub async fn run_worker(
+    core: Core,
+    faults: RelayFaults,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let core = core.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(supervise("outbox-relay", shutdown.clone(), move || {
+            outbox::run_relay(core.clone(), faults, shutdown.clone())
+        }));
+    }
+    for h in handlers(&core)? {
+        let core = core.clone();
+        let shutdown = shutdown.clone();
+        let name = h.name();
+        tasks.spawn(supervise(name, shutdown.clone(), move || {
+            consumer::run(core.clone(), h.clone(), shutdown.clone())
+        }));
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn supervise<F, Fut>(
+    name: &'static str,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    mut f: F,
+) where
+    F: FnMut() -> Fut + Send,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match f().await {
+            Ok(()) if *shutdown.borrow() => return,
+            Ok(()) => {}
+            Err(e) => {
+                tracing::warn!(task = name, error = %format!("{e:#}"), "task failed; restarting")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,27 @@
+//! GraphQL adapters: authorise, turn input into domain types, call one service, map the result.
+
+pub mod audit;
+pub mod caller;
+pub mod events;
+pub mod identity;
+pub mod staff;
+
+pub use caller::{Caller, UserError};
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Query(
+    identity::IdentityQuery,
+    staff::StaffQuery,
+    audit::AuditQuery,
+    events::EventsQuery,
+);
+
+#[derive(async_graphql::MergedObject, Default)]
+pub struct Mutation(
+    identity::IdentityMutation,
+    staff::StaffMutation,
+    events::EventsMutation,
+);
+
+#[derive(async_graphql::MergedSubscription, Default)]
+pub struct Subscription(audit::AuditSubscription);

@@ -1,0 +1,252 @@
+//! Configuration from the environment: defaults, then `UPHUB_*` variables, with `DATABASE_URL`,
+//! `REDIS_URL` and `AMQP_URL` honoured as is. Secrets come from a variable or a `*_FILE`.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use uphub_domain::pii::MasterKey;
+
+/// A secret string that never prints.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Env {
+    Dev,
+    Prod,
+}
+
+/// Known development secrets: prod mode refuses to start with any of them.
+pub const DEV_JWT_SECRET: &str = "uphub-dev-jwt-secret-do-not-use-in-production-0123456789";
+pub const DEV_PII_MASTER_KEY: &str =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub env: Env,
+    pub database_url: String,
+    pub redis_url: String,
+    pub amqp_url: String,
+    pub listen: String,
+    /// Prefix of every Redis key, exchange and queue of this instance.
+    pub namespace: String,
+    pub jwt_secret: Secret,
+    pub pii_master_key_hex: Secret,
+    pub smtp_url: Option<String>,
+    pub mail_dir: String,
+    pub mail_from: String,
+    pub public_url: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub limits: Limits,
+    /// Queues of this instance expire when unused this long (tests set it; None in production).
+    pub queue_expires_ms: Option<u32>,
+}
+
+/// API protection limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub max_aliases: usize,
+    pub max_batch: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub cost_rate_per_sec: f64,
+    pub cost_burst: f64,
+    pub ip_rate_per_sec: f64,
+    pub ip_burst: f64,
+    pub login_failures_per_account: u32,
+    pub login_attempts_per_ip_per_min: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 12,
+            max_complexity: 1000,
+            max_aliases: 30,
+            max_batch: 10,
+            max_body_bytes: 256 * 1024,
+            request_timeout: Duration::from_secs(15),
+            cost_rate_per_sec: 1000.0,
+            cost_burst: 20_000.0,
+            ip_rate_per_sec: 50.0,
+            ip_burst: 500.0,
+            login_failures_per_account: 5,
+            login_attempts_per_ip_per_min: 30,
+        }
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn secret(name: &str) -> anyhow::Result<Option<Secret>> {
+    if let Some(v) = var(name) {
+        return Ok(Some(Secret(v.trim().to_string())));
+    }
+    let file_var = format!("{name}_FILE");
+    match var(&file_var) {
+        Some(path) => {
+            let v = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {file_var}={path}"))?;
+            Ok(Some(Secret(v.trim().to_string())))
+        }
+        None => Ok(None),
+    }
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match var(name) {
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v} is not valid")),
+        None => Ok(default),
+    }
+}
+
+/// The namespace derived from the database name: `postgres://…/uphub_dev?x` → `uphub_dev`.
+pub fn namespace_from_db_url(url: &str) -> String {
+    let path = url.rsplit('/').next().unwrap_or("uphub");
+    let name = path.split('?').next().unwrap_or("uphub");
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean.is_empty() {
+        "uphub".into()
+    } else {
+        clean
+    }
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Config> {
+        let env = match var("UPHUB_ENV").as_deref() {
+            None | Some("dev") => Env::Dev,
+            Some("prod") => Env::Prod,
+            Some(other) => bail!("UPHUB_ENV must be dev or prod, not {other}"),
+        };
+        let database_url = var("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/uphub_dev".into());
+        let jwt_secret = secret("UPHUB_JWT_SECRET")?;
+        let pii_key = secret("UPHUB_PII_MASTER_KEY")?;
+        let (jwt_secret, pii_master_key_hex) = match env {
+            Env::Prod => {
+                let jwt = jwt_secret.context("UPHUB_JWT_SECRET is required in prod")?;
+                let pii = pii_key.context("UPHUB_PII_MASTER_KEY is required in prod")?;
+                if jwt.expose() == DEV_JWT_SECRET || jwt.expose().len() < 32 {
+                    bail!(
+                        "refusing to start: UPHUB_JWT_SECRET is a dev secret or shorter than 32 bytes"
+                    );
+                }
+                if pii.expose().eq_ignore_ascii_case(DEV_PII_MASTER_KEY) {
+                    bail!("refusing to start: UPHUB_PII_MASTER_KEY is the dev key");
+                }
+                (jwt, pii)
+            }
+            Env::Dev => (
+                jwt_secret.unwrap_or_else(|| Secret::new(DEV_JWT_SECRET)),
+                pii_key.unwrap_or_else(|| Secret::new(DEV_PII_MASTER_KEY)),
+            ),
+        };
+        MasterKey::from_hex(pii_master_key_hex.expose())
+            .map_err(|e| anyhow::anyhow!("UPHUB_PII_MASTER_KEY: {e}"))?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_depth: parsed("UPHUB_MAX_DEPTH", defaults.max_depth)?,
+            max_complexity: parsed("UPHUB_MAX_COMPLEXITY", defaults.max_complexity)?,
+            max_aliases: parsed("UPHUB_MAX_ALIASES", defaults.max_aliases)?,
+            max_batch: parsed("UPHUB_MAX_BATCH", defaults.max_batch)?,
+            max_body_bytes: parsed("UPHUB_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            request_timeout: Duration::from_millis(parsed(
+                "UPHUB_REQUEST_TIMEOUT_MS",
+                defaults.request_timeout.as_millis() as u64,
+            )?),
+            cost_rate_per_sec: parsed("UPHUB_COST_RATE_PER_SEC", defaults.cost_rate_per_sec)?,
+            cost_burst: parsed("UPHUB_COST_BURST", defaults.cost_burst)?,
+            ip_rate_per_sec: parsed("UPHUB_IP_RATE_PER_SEC", defaults.ip_rate_per_sec)?,
+            ip_burst: parsed("UPHUB_IP_BURST", defaults.ip_burst)?,
+            login_failures_per_account: parsed(
+                "UPHUB_LOGIN_FAILURES_PER_ACCOUNT",
+                defaults.login_failures_per_account,
+            )?,
+            login_attempts_per_ip_per_min: parsed(
+                "UPHUB_LOGIN_ATTEMPTS_PER_IP_PER_MIN",
+                defaults.login_attempts_per_ip_per_min,
+            )?,
+        };
+        let listen = var("UPHUB_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+        Ok(Config {
+            env,
+            namespace: var("UPHUB_NAMESPACE")
+                .unwrap_or_else(|| namespace_from_db_url(&database_url)),
+            database_url,
+            redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
+            amqp_url: var("AMQP_URL")
+                .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            public_url: var("UPHUB_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")),
+            listen,
+            jwt_secret,
+            pii_master_key_hex,
+            smtp_url: var("UPHUB_SMTP_URL"),
+            mail_dir: var("UPHUB_MAIL_DIR").unwrap_or_else(|| "var/mail".into()),
+            mail_from: var("UPHUB_MAIL_FROM")
+                .unwrap_or_else(|| "UpHub <no-reply@uphub.local>".into()),
+            access_token_ttl: Duration::from_secs(parsed("UPHUB_ACCESS_TOKEN_TTL_SECS", 900u64)?),
+            refresh_token_ttl: Duration::from_secs(parsed(
+                "UPHUB_REFRESH_TOKEN_TTL_SECS",
+                30 * 24 * 3600u64,
+            )?),
+            limits,
+            queue_expires_ms: var("UPHUB_QUEUE_EXPIRES_MS").and_then(|v| v.parse().ok()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_the_database_name() {
+        assert_eq!(
+            namespace_from_db_url("postgres://postgres@127.0.0.1:5432/uphub_t1"),
+            "uphub_t1"
+        );
+        assert_eq!(
+            namespace_from_db_url("postgres://h/db-x?sslmode=disable"),
+            "db-x"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(..)");
+    }
+}

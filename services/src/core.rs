@@ -1,0 +1,104 @@
+//! Core: the shared handles every role of the binary works with (Postgres, Redis, RabbitMQ,
+//! keys, config, clock). Cheap to clone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use sea_orm::{ConnectOptions, DatabaseConnection};
+use uphub_domain::pii::{DataKey, MasterKey};
+use uphub_tenants::TenantId;
+
+use crate::config::Config;
+use crate::pubsub::Hub;
+
+/// Injected time, so TTLs and expiries are testable.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+#[derive(Clone)]
+pub struct Core {
+    pub cfg: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub redis: ConnectionManager,
+    pub redis_client: redis::Client,
+    pub amqp: Arc<lapin::Connection>,
+    pub master_key: Arc<MasterKey>,
+    pub clock: Arc<dyn Clock>,
+    pub hub: Hub,
+    pub(crate) deks: Arc<Mutex<HashMap<TenantId, DataKey>>>,
+}
+
+impl Core {
+    /// Connects to every backing service. Start-up only; failures are fatal to the role.
+    pub async fn connect(cfg: Config) -> anyhow::Result<Core> {
+        let mut opts = ConnectOptions::new(cfg.database_url.clone());
+        opts.max_connections(32)
+            .min_connections(2)
+            .sqlx_logging(false)
+            .connect_timeout(std::time::Duration::from_secs(10));
+        let db = sea_orm::Database::connect(opts)
+            .await
+            .context("connecting to Postgres")?;
+        let redis_client = redis::Client::open(cfg.redis_url.as_str()).context("REDIS_URL")?;
+        let redis = redis_client
+            .get_connection_manager()
+            .await
+            .context("connecting to Redis")?;
+        let amqp =
+            lapin::Connection::connect(&cfg.amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .context("connecting to RabbitMQ")?;
+        let master_key = MasterKey::from_hex(cfg.pii_master_key_hex.expose())
+            .map_err(|e| anyhow::anyhow!("UPHUB_PII_MASTER_KEY: {e}"))?;
+        let hub = Hub::start(
+            redis_client.clone(),
+            format!("uphub:{}:live:*", cfg.namespace),
+        );
+        Ok(Core {
+            cfg: Arc::new(cfg),
+            db,
+            redis,
+            redis_client,
+            amqp: Arc::new(amqp),
+            master_key: Arc::new(master_key),
+            clock: Arc::new(SystemClock),
+            hub,
+            deks: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// A Redis key of this instance. `tag` becomes the hash tag, so keys of one tenant share a
+    /// cluster slot.
+    pub fn key(&self, tag: &str, rest: &str) -> String {
+        format!("uphub:{}:{{{tag}}}:{rest}", self.cfg.namespace)
+    }
+
+    /// The live (pub/sub) channel of one tenant and topic.
+    pub fn live_channel(&self, tenant: TenantId, topic: &str) -> String {
+        format!("uphub:{}:live:{tenant}:{topic}", self.cfg.namespace)
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("uphub.{}.events", self.cfg.namespace)
+    }
+
+    pub fn queue(&self, consumer: &str) -> String {
+        format!("uphub.{}.{consumer}", self.cfg.namespace)
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

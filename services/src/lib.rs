@@ -1,0 +1,22 @@
+//! Use cases. Only services open transactions, call domain rules, persist and write the outbox.
+
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod consumer;
+pub mod core;
+pub mod demo;
+pub mod error;
+pub mod identity;
+pub mod mailer;
+pub mod notifications;
+pub mod outbox;
+pub mod page;
+pub mod pii;
+pub mod pubsub;
+pub mod ratelimit;
+pub mod staff;
+
+pub use crate::core::Core;
+pub use error::{ServiceError, ServiceResult};

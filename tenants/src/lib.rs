@@ -1,0 +1,163 @@
+//! Who is asking, for which tenant, and the transaction that confines them to it.
+
+use std::fmt;
+
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement,
+    TransactionTrait,
+};
+use uphub_domain::identity::{Permission, PermissionSet, Role};
+use uuid::Uuid;
+
+/// The role request work runs as (created by `uphub migrate`).
+pub const APP_ROLE: &str = "uphub_app";
+
+macro_rules! id_type {
+    ($name:ident) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+        impl $name {
+            pub fn new_v7() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+    };
+}
+
+id_type!(TenantId);
+id_type!(UserId);
+id_type!(ApiKeyId);
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Staff {
+        user_id: UserId,
+        roles: Vec<Role>,
+        token_id: Uuid,
+    },
+    ApiKey {
+        key_id: ApiKeyId,
+        created_by: UserId,
+    },
+    /// Background work on behalf of the platform (workers, relay); never reachable from a request.
+    System,
+}
+
+impl Principal {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "ANONYMOUS",
+            Principal::Staff { .. } => "STAFF",
+            Principal::ApiKey { .. } => "API_KEY",
+            Principal::System => "SYSTEM",
+        }
+    }
+    pub fn actor_id(&self) -> Option<Uuid> {
+        match self {
+            Principal::Staff { user_id, .. } => Some(user_id.0),
+            Principal::ApiKey { key_id, .. } => Some(key_id.0),
+            _ => None,
+        }
+    }
+    pub fn user_id(&self) -> Option<UserId> {
+        match self {
+            Principal::Staff { user_id, .. } => Some(*user_id),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a service needs to know about the request: the first argument of every service.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    pub tenant: TenantId,
+    pub principal: Principal,
+    pub permissions: PermissionSet,
+    pub request_id: String,
+    pub ip: Option<String>,
+}
+
+impl RequestCtx {
+    pub fn staff(tenant: TenantId, user_id: UserId, roles: Vec<Role>, token_id: Uuid) -> Self {
+        RequestCtx {
+            tenant,
+            permissions: PermissionSet::of_roles(&roles),
+            principal: Principal::Staff {
+                user_id,
+                roles,
+                token_id,
+            },
+            request_id: String::new(),
+            ip: None,
+        }
+    }
+
+    pub fn system(tenant: TenantId, request_id: impl Into<String>) -> Self {
+        RequestCtx {
+            tenant,
+            principal: Principal::System,
+            permissions: Permission::ALL.into_iter().collect(),
+            request_id: request_id.into(),
+            ip: None,
+        }
+    }
+
+    pub fn can(&self, p: Permission) -> bool {
+        self.permissions.contains(p)
+    }
+
+    pub fn with_request(mut self, request_id: impl Into<String>, ip: Option<String>) -> Self {
+        self.request_id = request_id.into();
+        self.ip = ip;
+        self
+    }
+}
+
+/// A transaction confined to one tenant: the tenant is set transaction-locally and the session
+/// switches to the app role, so RLS filters every statement even if a query forgets its filter.
+pub struct TenantTx {
+    tx: DatabaseTransaction,
+    tenant: TenantId,
+}
+
+impl TenantTx {
+    pub async fn begin(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
+        let tx = db.begin().await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT set_config('app.tenant_id', $1, true), set_config('role', $2, true)",
+            [tenant.0.to_string().into(), APP_ROLE.into()],
+        ))
+        .await?;
+        Ok(TenantTx { tx, tenant })
+    }
+
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for TenantTx {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+}
+
+impl TenantTx {
+    /// Wraps a transaction that has already set the tenant and switched to the app role.
+    pub fn adopt(tx: DatabaseTransaction, tenant: TenantId) -> Self {
+        TenantTx { tx, tenant }
+    }
+}
