@@ -410,6 +410,9 @@ pub async fn run_worker(
     faults: RelayFaults,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let handlers = handlers(&core)?;
+    // Queues and bindings exist before the relay publishes, so no event is unroutable.
+    declare_topology(&core, &handlers).await?;
     let mut tasks = tokio::task::JoinSet::new();
     {
         let core = core.clone();
@@ -418,7 +421,7 @@ pub async fn run_worker(
             outbox::run_relay(core.clone(), faults, shutdown.clone())
         }));
     }
-    for h in handlers(&core)? {
+    for h in handlers {
         let core = core.clone();
         let shutdown = shutdown.clone();
         let name = h.name();
@@ -427,6 +430,15 @@ pub async fn run_worker(
         }));
     }
     while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+pub async fn declare_topology(core: &Core, handlers: &[Arc<dyn Handler>]) -> anyhow::Result<()> {
+    let channel = core.amqp.create_channel().await?;
+    for h in handlers {
+        consumer::declare(core, &channel, h.as_ref()).await?;
+    }
+    let _ = channel.close(200, "declared".into()).await;
     Ok(())
 }
 

@@ -1,1 +1,8 @@
+//! The one integration-test binary: every test runs against real Postgres, Redis and RabbitMQ,
+//! each with its own database and namespace.
 
+mod events;
+mod helpers;
+mod identity;
+mod isolation;
+mod protection;
