@@ -158,8 +158,8 @@ async fn graphql_inner(
         BatchRequest::Single(_) => 1,
         BatchRequest::Batch(v) => v.len(),
     };
-    if size == 0 {
-        return fail(ErrorCode::BadRequest, "empty batch");
+    if size == 0 || batch.iter().any(|r| r.query.trim().is_empty()) {
+        return fail(ErrorCode::BadRequest, "the request has no query");
     }
     if size > max_batch {
         return fail(
@@ -242,10 +242,10 @@ async fn graphql_inner(
     let mut out = axum::Json(&resp).into_response();
     if any_error && only_rate_limited && retry_after.is_some() {
         *out.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        if let Some(ms) = retry_after {
-            if let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string()) {
-                out.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(ms) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&ms.div_ceil(1000).max(1).to_string())
+        {
+            out.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
     if let Ok(v) = HeaderValue::from_str(rid) {

@@ -50,6 +50,7 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// Newest first. AUDIT_READ (OWNER, ADMIN).
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn audit_events(
         &self,
         ctx: &Context<'_>,

@@ -44,6 +44,7 @@ pub struct EventsQuery;
 #[Object]
 impl EventsQuery {
     /// Dead letters of the tenant, newest first. EVENTS_MANAGE.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn dead_letters(
         &self,
         ctx: &Context<'_>,

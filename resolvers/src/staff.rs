@@ -86,6 +86,7 @@ pub struct StaffQuery;
 #[Object]
 impl StaffQuery {
     /// The tenant's staff, oldest first. STAFF_READ.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn staff_members(
         &self,
         ctx: &Context<'_>,
@@ -120,6 +121,7 @@ impl StaffQuery {
     }
 
     /// API keys of the tenant. API_KEY_MANAGE.
+    #[graphql(complexity = "first.unwrap_or(20).clamp(1, 100) as usize * child_complexity")]
     async fn api_keys(
         &self,
         ctx: &Context<'_>,

@@ -140,7 +140,7 @@ impl Extension for ProtectionExt {
         let doc = match next.run(ctx, query, variables).await {
             Ok(doc) => doc,
             Err(mut e) => {
-                let code = if e.message.contains("recursion depth") {
+                let code = if e.message.contains("recursion") {
                     ErrorCode::QueryTooDeep
                 } else {
                     ErrorCode::GraphqlParseFailed
@@ -204,10 +204,10 @@ impl Extension for ProtectionExt {
                 let code = e.code();
                 self.set_stage(code);
                 let mut err = coded(e.to_string(), code);
-                if let ServiceError::RateLimited { retry_after_ms } = e {
-                    if let Some(ext) = err.extensions.as_mut() {
-                        ext.set("retryAfterMs", retry_after_ms);
-                    }
+                if let ServiceError::RateLimited { retry_after_ms } = e
+                    && let Some(ext) = err.extensions.as_mut()
+                {
+                    ext.set("retryAfterMs", retry_after_ms);
                 }
                 if let ServiceError::Internal(inner) = &e {
                     tracing::error!(error = %format!("{inner:#}"), "rate limiter unavailable");

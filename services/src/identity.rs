@@ -357,8 +357,10 @@ pub async fn logout(
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     if everywhere {
         revoke_user_sessions(&tx, *user_id).await?;
-    } else if let Some((tenant, secret)) = refresh.and_then(|r| split_token(REFRESH_PREFIX, r)) {
-        if tenant == ctx.tenant {
+    } else if let Some((tenant, secret)) = refresh.and_then(|r| split_token(REFRESH_PREFIX, r))
+        && tenant == ctx.tenant
+    {
+        {
             let row = refresh_token::Entity::find()
                 .filter(refresh_token::Column::TenantId.eq(tenant.0))
                 .filter(refresh_token::Column::TokenHash.eq(sha256(secret.as_bytes())))

@@ -22,7 +22,9 @@ impl SmtpSink {
         let mails = sink.mails.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
                 let mails = mails.clone();
                 tokio::spawn(async move {
                     let (r, mut w) = sock.into_split();
@@ -92,11 +94,8 @@ pub struct TestTenant {
 }
 
 pub struct TestApp {
-    /// The instance's own database (also its Redis/RabbitMQ namespace).
-    #[allow(dead_code)]
     pub addr: String,
     pub core: Core,
-    pub db_name: String,
     pub sink: SmtpSink,
     pub http: reqwest::Client,
     pub a: TestTenant,
@@ -134,7 +133,10 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn create_database() -> (String, String) {
     use sea_orm::ConnectionTrait;
-    let db_name = format!("uphub_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let db_name = format!(
+        "uphub_t_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let admin = sea_orm::Database::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
         .unwrap();
@@ -171,7 +173,6 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut t = TestApp {
         addr,
         core,
-        db_name,
         sink,
         http,
         a: empty_tenant(),
@@ -194,7 +195,10 @@ fn empty_tenant() -> TestTenant {
 
 impl TestApp {
     pub async fn signup(&self, prefix: &str) -> TestTenant {
-        let slug = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let slug = format!(
+            "{prefix}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let email = format!("owner@{slug}.test");
         let r = self
             .gql(
@@ -215,7 +219,9 @@ impl TestApp {
 
     /// POST /graphql; returns the JSON body whatever the status.
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
-        self.post_json(token, &json!({"query": query, "variables": variables})).await.1
+        self.post_json(token, &json!({"query": query, "variables": variables}))
+            .await
+            .1
     }
 
     pub async fn post_json(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
@@ -230,7 +236,10 @@ impl TestApp {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| json!({"raw": text})),
+        )
     }
 
     pub async fn login(&self, slug: &str, email: &str, password: &str) -> Value {
@@ -248,7 +257,6 @@ impl TestApp {
         tokio::spawn(uphub_api::run_worker(self.core.clone(), faults, rx));
         self.worker_stop = Some(tx);
     }
-
 
     /// Invites a staff member with `roles` into tenant A; returns the staff id.
     pub async fn invite(&self, token: &str, email: &str, roles: &[&str]) -> Value {

@@ -5,7 +5,11 @@ use uphub_tenants::{TenantId, TenantTx};
 use crate::helpers::spawn_app;
 
 async fn tenant_id(app: &crate::helpers::TestApp, slug: &str) -> uuid::Uuid {
-    uphub_services::identity::tenant_by_slug(&app.core, slug).await.unwrap().unwrap().id
+    uphub_services::identity::tenant_by_slug(&app.core, slug)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
 }
 
 async fn tenant_tables(app: &crate::helpers::TestApp) -> Vec<String> {
@@ -44,9 +48,19 @@ async fn every_table_with_a_tenant_id_has_forced_row_level_security_and_a_policy
             .await
             .unwrap()
             .unwrap();
-        assert!(row.try_get::<bool>("", "enabled").unwrap(), "{t}: RLS not enabled");
-        assert!(row.try_get::<bool>("", "forced").unwrap(), "{t}: RLS not forced");
-        assert_eq!(row.try_get::<i64>("", "policies").unwrap(), 1, "{t}: no tenant_isolation policy");
+        assert!(
+            row.try_get::<bool>("", "enabled").unwrap(),
+            "{t}: RLS not enabled"
+        );
+        assert!(
+            row.try_get::<bool>("", "forced").unwrap(),
+            "{t}: RLS not forced"
+        );
+        assert_eq!(
+            row.try_get::<i64>("", "policies").unwrap(),
+            1,
+            "{t}: no tenant_isolation policy"
+        );
     }
 }
 
@@ -75,12 +89,20 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
     let a = tenant_id(&app, &app.a.slug).await;
     let b = tenant_id(&app, &app.b.slug).await;
     // Give B rows in every kind of table through the API first.
-    app.gql(Some(&app.b.token), "mutation { apiKeyCreate(input: {name: \"b\", scopes: [\"STAFF_READ\"]}) { secret } }", json!({})).await;
+    app.gql(
+        Some(&app.b.token),
+        "mutation { apiKeyCreate(input: {name: \"b\", scopes: [\"STAFF_READ\"]}) { secret } }",
+        json!({}),
+    )
+    .await;
     app.gql(Some(&app.b.token), "mutation { staffInvite(input: {email: \"x@beta.test\", roles: [\"OPERATOR\"]}) { staffMember { id } } }", json!({})).await;
     let tx = TenantTx::begin(&app.core.db, TenantId(a)).await.unwrap();
     for t in tenant_tables(&app).await {
         let rows = tx
-            .query_all_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT tenant_id FROM {t}")))
+            .query_all_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT tenant_id FROM {t}"),
+            ))
             .await
             .unwrap();
         for r in rows {
@@ -89,7 +111,10 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
         }
     }
     let tenants = tx
-        .query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT id FROM tenants"))
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id FROM tenants",
+        ))
         .await
         .unwrap();
     assert_eq!(tenants.len(), 1);
@@ -105,7 +130,13 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
     drop(tx);
     // Without a tenant set, the app role sees nothing at all.
     let tx = app.core.db.begin_with_app_role().await;
-    let none = tx.query_all_raw(Statement::from_string(DbBackend::Postgres, "SELECT id FROM staff_users")).await.unwrap();
+    let none = tx
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT id FROM staff_users",
+        ))
+        .await
+        .unwrap();
     assert!(none.is_empty());
 }
 
@@ -117,7 +148,9 @@ impl BeginAppRole for sea_orm::DatabaseConnection {
     async fn begin_with_app_role(&self) -> sea_orm::DatabaseTransaction {
         use sea_orm::TransactionTrait;
         let tx = self.begin().await.unwrap();
-        tx.execute_unprepared("SET LOCAL ROLE uphub_app").await.unwrap();
+        tx.execute_unprepared("SET LOCAL ROLE uphub_app")
+            .await
+            .unwrap();
         tx
     }
 }
@@ -130,17 +163,44 @@ async fn another_tenants_ids_answer_exactly_like_ids_that_do_not_exist() {
         .gql(Some(&app.b.token), "mutation { apiKeyCreate(input: {name: \"b\", scopes: [\"STAFF_READ\"]}) { apiKey { id } } }", json!({}))
         .await["data"]["apiKeyCreate"]["apiKey"]["id"]
         .clone();
-    let b_staff = app.gql(Some(&app.b.token), "{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let b_staff = app
+        .gql(Some(&app.b.token), "{ me { id } }", json!({}))
+        .await["data"]["me"]["id"]
+        .clone();
     let missing_staff = uphub_domain::gid::encode("StaffMember", uuid::Uuid::now_v7());
     let missing_key = uphub_domain::gid::encode("ApiKey", uuid::Uuid::now_v7());
     let missing_dl = uphub_domain::gid::encode("DeadLetter", uuid::Uuid::now_v7());
     let cases = [
-        ("query($id: ID!) { staffMember(id: $id) { id email } }", b_staff.clone(), json!(missing_staff)),
-        ("mutation($id: ID!) { staffUpdateRoles(input: {id: $id, roles: [\"OPERATOR\"]}) { staffMember { id } userErrors { code field message } } }", b_staff.clone(), json!(missing_staff)),
-        ("mutation($id: ID!) { staffDeactivate(input: {id: $id}) { staffMember { id } userErrors { code field message } } }", b_staff.clone(), json!(missing_staff)),
-        ("mutation($id: ID!) { apiKeyRevoke(input: {id: $id}) { apiKey { id } userErrors { code field message } } }", b_key.clone(), json!(missing_key)),
-        ("mutation($id: ID!) { deadLetterReplay(input: {id: $id}) { deadLetter { id } userErrors { code field message } } }", json!(missing_dl), json!(missing_dl)),
-        ("query($id: ID!) { staffMember(id: $id) { id } }", json!("garbage-id"), json!(missing_staff)),
+        (
+            "query($id: ID!) { staffMember(id: $id) { id email } }",
+            b_staff.clone(),
+            json!(missing_staff),
+        ),
+        (
+            "mutation($id: ID!) { staffUpdateRoles(input: {id: $id, roles: [\"OPERATOR\"]}) { staffMember { id } userErrors { code field message } } }",
+            b_staff.clone(),
+            json!(missing_staff),
+        ),
+        (
+            "mutation($id: ID!) { staffDeactivate(input: {id: $id}) { staffMember { id } userErrors { code field message } } }",
+            b_staff.clone(),
+            json!(missing_staff),
+        ),
+        (
+            "mutation($id: ID!) { apiKeyRevoke(input: {id: $id}) { apiKey { id } userErrors { code field message } } }",
+            b_key.clone(),
+            json!(missing_key),
+        ),
+        (
+            "mutation($id: ID!) { deadLetterReplay(input: {id: $id}) { deadLetter { id } userErrors { code field message } } }",
+            json!(missing_dl),
+            json!(missing_dl),
+        ),
+        (
+            "query($id: ID!) { staffMember(id: $id) { id } }",
+            json!("garbage-id"),
+            json!(missing_staff),
+        ),
     ];
     for (q, foreign, missing) in cases {
         let mut f = app.gql(Some(&app.a.token), q, json!({"id": foreign})).await;
@@ -151,7 +211,16 @@ async fn another_tenants_ids_answer_exactly_like_ids_that_do_not_exist() {
         assert!(!f.to_string().contains("INTERNAL"), "{f}");
     }
     // B's objects are untouched.
-    let me = app.gql(Some(&app.b.token), "{ me { roles } apiKeys { edges { node { revokedAt } } } }", json!({})).await;
+    let me = app
+        .gql(
+            Some(&app.b.token),
+            "{ me { roles } apiKeys { edges { node { revokedAt } } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(me["data"]["me"]["roles"], json!(["OWNER"]));
-    assert_eq!(me["data"]["apiKeys"]["edges"][0]["node"]["revokedAt"], json!(null));
+    assert_eq!(
+        me["data"]["apiKeys"]["edges"][0]["node"]["revokedAt"],
+        json!(null)
+    );
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The one integration-test binary: every test runs against real Postgres, Redis and RabbitMQ,
 //! each with its own database and namespace.
 
