@@ -95,11 +95,10 @@ impl Default for Limits {
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
+/// Where settings come from: the process environment, or a map in tests.
+type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-fn secret(name: &str) -> anyhow::Result<Option<Secret>> {
+fn secret(var: Lookup, name: &str) -> anyhow::Result<Option<Secret>> {
     if let Some(v) = var(name) {
         return Ok(Some(Secret(v.trim().to_string())));
     }
@@ -114,7 +113,7 @@ fn secret(name: &str) -> anyhow::Result<Option<Secret>> {
     }
 }
 
-fn parsed<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+fn parsed<T: std::str::FromStr>(var: Lookup, name: &str, default: T) -> anyhow::Result<T> {
     match var(name) {
         Some(v) => v
             .trim()
@@ -147,6 +146,12 @@ pub fn namespace_from_db_url(url: &str) -> String {
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Config> {
+        Config::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from `lookup`; empty values count as unset.
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let var = &|name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let env = match var("UPHUB_ENV").as_deref() {
             None | Some("dev") => Env::Dev,
             Some("prod") => Env::Prod,
@@ -154,8 +159,8 @@ impl Config {
         };
         let database_url = var("DATABASE_URL")
             .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/uphub_dev".into());
-        let jwt_secret = secret("UPHUB_JWT_SECRET")?;
-        let pii_key = secret("UPHUB_PII_MASTER_KEY")?;
+        let jwt_secret = secret(var, "UPHUB_JWT_SECRET")?;
+        let pii_key = secret(var, "UPHUB_PII_MASTER_KEY")?;
         let (jwt_secret, pii_master_key_hex) = match env {
             Env::Prod => {
                 let jwt = jwt_secret.context("UPHUB_JWT_SECRET is required in prod")?;
@@ -179,24 +184,27 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("UPHUB_PII_MASTER_KEY: {e}"))?;
         let defaults = Limits::default();
         let limits = Limits {
-            max_depth: parsed("UPHUB_MAX_DEPTH", defaults.max_depth)?,
-            max_complexity: parsed("UPHUB_MAX_COMPLEXITY", defaults.max_complexity)?,
-            max_aliases: parsed("UPHUB_MAX_ALIASES", defaults.max_aliases)?,
-            max_batch: parsed("UPHUB_MAX_BATCH", defaults.max_batch)?,
-            max_body_bytes: parsed("UPHUB_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            max_depth: parsed(var, "UPHUB_MAX_DEPTH", defaults.max_depth)?,
+            max_complexity: parsed(var, "UPHUB_MAX_COMPLEXITY", defaults.max_complexity)?,
+            max_aliases: parsed(var, "UPHUB_MAX_ALIASES", defaults.max_aliases)?,
+            max_batch: parsed(var, "UPHUB_MAX_BATCH", defaults.max_batch)?,
+            max_body_bytes: parsed(var, "UPHUB_MAX_BODY_BYTES", defaults.max_body_bytes)?,
             request_timeout: Duration::from_millis(parsed(
+                var,
                 "UPHUB_REQUEST_TIMEOUT_MS",
                 defaults.request_timeout.as_millis() as u64,
             )?),
-            cost_rate_per_sec: parsed("UPHUB_COST_RATE_PER_SEC", defaults.cost_rate_per_sec)?,
-            cost_burst: parsed("UPHUB_COST_BURST", defaults.cost_burst)?,
-            ip_rate_per_sec: parsed("UPHUB_IP_RATE_PER_SEC", defaults.ip_rate_per_sec)?,
-            ip_burst: parsed("UPHUB_IP_BURST", defaults.ip_burst)?,
+            cost_rate_per_sec: parsed(var, "UPHUB_COST_RATE_PER_SEC", defaults.cost_rate_per_sec)?,
+            cost_burst: parsed(var, "UPHUB_COST_BURST", defaults.cost_burst)?,
+            ip_rate_per_sec: parsed(var, "UPHUB_IP_RATE_PER_SEC", defaults.ip_rate_per_sec)?,
+            ip_burst: parsed(var, "UPHUB_IP_BURST", defaults.ip_burst)?,
             login_failures_per_account: parsed(
+                var,
                 "UPHUB_LOGIN_FAILURES_PER_ACCOUNT",
                 defaults.login_failures_per_account,
             )?,
             login_attempts_per_ip_per_min: parsed(
+                var,
                 "UPHUB_LOGIN_ATTEMPTS_PER_IP_PER_MIN",
                 defaults.login_attempts_per_ip_per_min,
             )?,
@@ -218,8 +226,13 @@ impl Config {
             mail_dir: var("UPHUB_MAIL_DIR").unwrap_or_else(|| "var/mail".into()),
             mail_from: var("UPHUB_MAIL_FROM")
                 .unwrap_or_else(|| "UpHub <no-reply@uphub.local>".into()),
-            access_token_ttl: Duration::from_secs(parsed("UPHUB_ACCESS_TOKEN_TTL_SECS", 900u64)?),
+            access_token_ttl: Duration::from_secs(parsed(
+                var,
+                "UPHUB_ACCESS_TOKEN_TTL_SECS",
+                900u64,
+            )?),
             refresh_token_ttl: Duration::from_secs(parsed(
+                var,
                 "UPHUB_REFRESH_TOKEN_TTL_SECS",
                 30 * 24 * 3600u64,
             )?),
@@ -243,6 +256,64 @@ mod tests {
             namespace_from_db_url("postgres://h/db-x?sslmode=disable"),
             "db-x"
         );
+    }
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn prod_refuses_missing_or_dev_secrets() {
+        let good_key = "a".repeat(64);
+        let good_jwt = "k".repeat(40);
+        let cases = [
+            vec![("UPHUB_ENV", "prod")],
+            vec![
+                ("UPHUB_ENV", "prod"),
+                ("UPHUB_JWT_SECRET", DEV_JWT_SECRET),
+                ("UPHUB_PII_MASTER_KEY", &good_key),
+            ],
+            vec![
+                ("UPHUB_ENV", "prod"),
+                ("UPHUB_JWT_SECRET", &good_jwt),
+                ("UPHUB_PII_MASTER_KEY", DEV_PII_MASTER_KEY),
+            ],
+            vec![
+                ("UPHUB_ENV", "prod"),
+                ("UPHUB_JWT_SECRET", "short"),
+                ("UPHUB_PII_MASTER_KEY", &good_key),
+            ],
+            vec![
+                ("UPHUB_ENV", "prod"),
+                ("UPHUB_JWT_SECRET", &good_jwt),
+                ("UPHUB_PII_MASTER_KEY", "not-hex"),
+            ],
+            vec![("UPHUB_ENV", "staging")],
+        ];
+        for case in cases {
+            assert!(Config::from_lookup(&lookup(&case)).is_err(), "{case:?}");
+        }
+        let ok = Config::from_lookup(&lookup(&[
+            ("UPHUB_ENV", "prod"),
+            ("UPHUB_JWT_SECRET", &good_jwt),
+            ("UPHUB_PII_MASTER_KEY", &good_key),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/shop_x"),
+        ]))
+        .unwrap();
+        assert_eq!(ok.env, Env::Prod);
+        assert_eq!(ok.namespace, "shop_x");
+    }
+
+    #[test]
+    fn dev_defaults_work_without_any_setting() {
+        let c = Config::from_lookup(&lookup(&[])).unwrap();
+        assert_eq!(c.env, Env::Dev);
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.jwt_secret.expose(), DEV_JWT_SECRET);
     }
 
     #[test]
