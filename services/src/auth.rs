@@ -66,6 +66,8 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
     pub jti: Uuid,
     pub iat: i64,
+    /// Issue time in milliseconds, compared with revocation markers.
+    pub iatm: i64,
     pub exp: i64,
     pub typ: String,
 }
@@ -84,6 +86,7 @@ pub fn issue_access_token(
         roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
         jti: Uuid::new_v4(),
         iat: now,
+        iatm: core.now().timestamp_millis(),
         exp,
         typ: "access".into(),
     };
@@ -147,6 +150,7 @@ pub async fn authenticate(core: &Core, bearer: &str) -> ServiceResult<RequestCtx
         UserId(claims.sub),
         roles,
         claims.jti,
+        claims.iatm,
     ))
 }
 

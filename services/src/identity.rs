@@ -91,7 +91,7 @@ pub async fn tenant_signup(
     }
     .insert(&*tx)
     .await?;
-    let ctx = RequestCtx::staff(tenant_id, user_id, vec![Role::Owner], Uuid::nil())
+    let ctx = RequestCtx::staff(tenant_id, user_id, vec![Role::Owner], Uuid::nil(), 0)
         .with_request(request_id, ctx_ip);
     let refresh = insert_refresh_token(core, &tx, user_id, Uuid::now_v7()).await?;
     let ev = audit::record(
@@ -225,7 +225,7 @@ pub async fn login(
     };
     let user_id = UserId(user.id);
     let roles = parse_roles_lenient(&user.roles);
-    let ctx = RequestCtx::staff(tenant_id, user_id, roles.clone(), Uuid::nil())
+    let ctx = RequestCtx::staff(tenant_id, user_id, roles.clone(), Uuid::nil(), 0)
         .with_request(request_id, ip);
     let refresh = insert_refresh_token(core, &tx, user_id, Uuid::now_v7()).await?;
     let ev = audit::record(

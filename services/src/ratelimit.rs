@@ -9,7 +9,8 @@ use uphub_tenants::{Principal, RequestCtx};
 use crate::{Core, ServiceError, ServiceResult};
 
 /// Same rule as `uphub_domain::rate::Bucket::admit`, applied to every bucket in KEYS[1..nb]:
-/// all must admit or none is charged. KEYS[nb+1..] are revocation markers: any present denies.
+/// all must admit or none is charged. KEYS[nb+1..] are revocation markers holding the time (ms)
+/// of the revocation: they deny tokens issued at or before that time, not later logins.
 /// Time comes from the Redis server so all gateways agree.
 static COST_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -18,8 +19,10 @@ local nb = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local rate = tonumber(ARGV[3])
 local burst = tonumber(ARGV[4])
+local issued = tonumber(ARGV[5])
 for i = nb + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then return {2, 0, 0} end
+  local revoked = tonumber(redis.call('GET', KEYS[i]))
+  if revoked and revoked >= issued then return {2, 0, 0} end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -71,6 +74,7 @@ pub async fn charge(
 ) -> ServiceResult<Charge> {
     let limits = &core.cfg.limits;
     let mut keys = Vec::with_capacity(4);
+    let mut issued_at = 0i64;
     let (rate, burst) = match ctx {
         None => {
             keys.push(core.key(&format!("ip:{ip}"), "bucket"));
@@ -84,8 +88,12 @@ pub async fn charge(
                     keys.push(core.key(&tenant, &format!("key:{key_id}:bucket")));
                 }
                 Principal::Staff {
-                    user_id, token_id, ..
+                    user_id,
+                    token_id,
+                    issued_at_ms,
+                    ..
                 } => {
+                    issued_at = *issued_at_ms;
                     keys.push(deny_user_key(core, ctx, user_id.0));
                     keys.push(deny_token_key(core, ctx, *token_id));
                 }
@@ -103,7 +111,7 @@ pub async fn charge(
     for k in &keys {
         inv.key(k);
     }
-    inv.arg(nb).arg(cost).arg(rate).arg(burst);
+    inv.arg(nb).arg(cost).arg(rate).arg(burst).arg(issued_at);
     let (status, remaining, retry): (i64, i64, i64) = inv.invoke_async(&mut conn).await?;
     match status {
         0 => Ok(Charge {
@@ -169,12 +177,13 @@ pub async fn login_succeeded(core: &Core, account: &str) -> ServiceResult<()> {
     Ok(())
 }
 
-/// Marks a key for `ttl_secs` (revoked users and tokens until their access tokens expire).
+/// Records a revocation for `ttl_secs` (until every token it concerns has expired): tokens
+/// issued up to now are refused, later ones are not.
 pub async fn set_marker(core: &Core, key: &str, ttl_secs: u64) -> ServiceResult<()> {
     let mut conn = core.redis.clone();
     let _: () = redis::cmd("SET")
         .arg(key)
-        .arg(1)
+        .arg(core.now().timestamp_millis())
         .arg("EX")
         .arg(ttl_secs.max(1))
         .query_async(&mut conn)

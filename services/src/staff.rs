@@ -288,7 +288,7 @@ pub async fn accept_invite(
     active.invite_token_hash = Set(None);
     active.updated_at = Set(core.now().into());
     active.update(&*tx).await?;
-    let ctx = RequestCtx::staff(tenant_id, user_id, roles, Uuid::nil())
+    let ctx = RequestCtx::staff(tenant_id, user_id, roles, Uuid::nil(), 0)
         .with_request(request_id, ip.clone());
     let ev = audit::record(
         core,

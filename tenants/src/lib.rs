@@ -41,6 +41,8 @@ pub enum Principal {
         user_id: UserId,
         roles: Vec<Role>,
         token_id: Uuid,
+        /// When the access token was issued (ms); revocations before this do not apply.
+        issued_at_ms: i64,
     },
     ApiKey {
         key_id: ApiKeyId,
@@ -85,7 +87,13 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn staff(tenant: TenantId, user_id: UserId, roles: Vec<Role>, token_id: Uuid) -> Self {
+    pub fn staff(
+        tenant: TenantId,
+        user_id: UserId,
+        roles: Vec<Role>,
+        token_id: Uuid,
+        issued_at_ms: i64,
+    ) -> Self {
         RequestCtx {
             tenant,
             permissions: PermissionSet::of_roles(&roles),
@@ -93,6 +101,7 @@ impl RequestCtx {
                 user_id,
                 roles,
                 token_id,
+                issued_at_ms,
             },
             request_id: String::new(),
             ip: None,

@@ -267,6 +267,20 @@ async fn role_changes_follow_the_rules_and_apply_immediately() {
     );
     let gone = app.gql(Some(&admin), ME, json!({})).await;
     assert_eq!(code(&gone), "UNAUTHENTICATED");
+    // A fresh login is not caught by the revocation and carries the new role.
+    let again = app
+        .login(&app.a.slug, "admin@alpha.test", "admin-password-1")
+        .await;
+    let fresh = again["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me_again = app.gql(Some(&fresh), "{ me { roles } }", json!({})).await;
+    assert_eq!(
+        me_again["data"]["me"]["roles"],
+        json!(["OPERATOR"]),
+        "{me_again}"
+    );
     // The last owner cannot be deactivated, not even by themselves.
     let me = app
         .gql(Some(&app.a.token), "{ me { id } }", json!({}))
