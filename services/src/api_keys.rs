@@ -143,9 +143,15 @@ pub async fn authenticate(core: &Core, token: &str) -> ServiceResult<RequestCtx>
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let row = api_key::Entity::find_by_id((tenant.0, id))
         .one(&*tx)
-        .await?;
+        .await?
+        .ok_or_else(invalid)?;
+    // A key never outlives or outranks its creator: it acts with at most the creator's
+    // current permissions, and not at all once the creator is deactivated.
+    let creator = uphub_entities::staff_user::Entity::find_by_id((tenant.0, row.created_by))
+        .one(&*tx)
+        .await?
+        .filter(|u| u.status == "ACTIVE");
     tx.commit().await?;
-    let row = row.ok_or_else(invalid)?;
     let presented = sha256(secret.as_bytes());
     // Constant-time compare of the two digests.
     let same = presented.len() == row.secret_hash.len()
@@ -162,11 +168,18 @@ pub async fn authenticate(core: &Core, token: &str) -> ServiceResult<RequestCtx>
             "API key has been revoked".into(),
         ));
     }
+    let Some(creator) = creator else {
+        return Err(ServiceError::Unauthenticated(
+            "the key's creator is no longer active".into(),
+        ));
+    };
+    let creator_roles = crate::identity::parse_roles_lenient(&creator.roles);
     let permissions: PermissionSet = row
         .scopes
         .iter()
         .filter_map(|s| Permission::parse(s))
-        .collect();
+        .collect::<PermissionSet>()
+        .intersect(PermissionSet::of_roles(&creator_roles));
     Ok(RequestCtx {
         tenant,
         principal: Principal::ApiKey {

@@ -564,3 +564,38 @@ async fn audit_events_stream_over_graphql_ws_to_the_same_tenant_only() {
         "tenant B must not receive A's events: {nothing:?}"
     );
 }
+
+#[tokio::test]
+async fn an_api_key_stops_working_when_its_creator_is_deactivated() {
+    let mut app = spawn_app().await;
+    app.start_worker(RelayFaults::default()).await;
+    let id = app.invite(&app.a.token, "dev@alpha.test", &["ADMIN"]).await["data"]["staffInvite"]["staffMember"]["id"].clone();
+    let mails = app.sink.wait_for(1).await;
+    let accepted = app
+        .gql(None, "mutation($i: StaffInviteAcceptInput!) { staffInviteAccept(input: $i) { accessToken } }", json!({"i": {"tenantSlug": app.a.slug, "token": invite_token(&mails[0]), "password": "dev-password-12"}}))
+        .await;
+    let dev = accepted["data"]["staffInviteAccept"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = app
+        .gql(Some(&dev), "mutation { apiKeyCreate(input: {name: \"dev key\", scopes: [\"TENANT_READ\"]}) { secret } }", json!({}))
+        .await["data"]["apiKeyCreate"]["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        app.gql(Some(&key), "{ tenant { slug } }", json!({})).await["data"]["tenant"]["slug"],
+        app.a.slug
+    );
+    app.gql(Some(&app.a.token), "mutation($i: StaffDeactivateInput!) { staffDeactivate(input: $i) { staffMember { status } } }", json!({"i": {"id": id}}))
+        .await;
+    let after = app
+        .post_json(Some(&key), &json!({"query": "{ tenant { slug } }"}))
+        .await;
+    assert_eq!(
+        (after.0, code(&after.1)),
+        (401, "UNAUTHENTICATED".to_string()),
+        "{after:?}"
+    );
+}
