@@ -31,6 +31,9 @@ impl ExtensionFactory for Protection {
 
 #[derive(Default)]
 struct State {
+    /// Only `__schema`/`__type`/`__typename` at the top: tooling introspection, exempt from the
+    /// depth and cost limits (and disabled altogether in production).
+    introspection_only: bool,
     stage_code: Option<ErrorCode>,
     cost: Option<(u64, u64)>,
 }
@@ -151,6 +154,15 @@ impl Extension for ProtectionExt {
                 return Err(e);
             }
         };
+        let introspection_only = doc.operations.iter().all(|(_, op)| {
+            op.node.selection_set.node.items.iter().all(|sel| match &sel.node {
+                Selection::Field(f) => f.node.name.node.starts_with("__"),
+                _ => false,
+            })
+        });
+        if let Ok(mut s) = self.state.lock() {
+            s.introspection_only = introspection_only;
+        }
         let max = self.core.cfg.limits.max_aliases;
         let aliases = count_aliases(&doc);
         if aliases > max {
@@ -172,6 +184,10 @@ impl Extension for ProtectionExt {
             self.set_stage(ErrorCode::GraphqlValidationFailed);
         })?;
         let limits = &self.core.cfg.limits;
+        let exempt = self.state.lock().map(|s| s.introspection_only).unwrap_or(false);
+        if exempt {
+            return Ok(result);
+        }
         if result.depth > limits.max_depth {
             self.set_stage(ErrorCode::QueryTooDeep);
             return Err(vec![coded(
