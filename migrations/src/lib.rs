@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_foundation;
+mod m0002_catalog_inventory;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -14,7 +15,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_foundation::Migration)]
+        vec![
+            Box::new(m0001_foundation::Migration),
+            Box::new(m0002_catalog_inventory::Migration),
+        ]
     }
 }
 
@@ -43,7 +47,12 @@ pub async fn ensure_app_role(
            GRANT USAGE ON SCHEMA public TO {APP_ROLE};
            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {APP_ROLE};
            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {APP_ROLE};
-           REVOKE ALL ON seaql_migrations FROM {APP_ROLE};"#
+           REVOKE ALL ON seaql_migrations FROM {APP_ROLE};
+           DO $g$ BEGIN
+             IF to_regclass('public.inventory_ledger') IS NOT NULL THEN
+               REVOKE UPDATE, DELETE ON inventory_ledger FROM {APP_ROLE};
+             END IF;
+           END $g$;"#
     ))
     .await?;
     Ok(())
