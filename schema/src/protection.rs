@@ -155,10 +155,15 @@ impl Extension for ProtectionExt {
             }
         };
         let introspection_only = doc.operations.iter().all(|(_, op)| {
-            op.node.selection_set.node.items.iter().all(|sel| match &sel.node {
-                Selection::Field(f) => f.node.name.node.starts_with("__"),
-                _ => false,
-            })
+            op.node
+                .selection_set
+                .node
+                .items
+                .iter()
+                .all(|sel| match &sel.node {
+                    Selection::Field(f) => f.node.name.node.starts_with("__"),
+                    _ => false,
+                })
         });
         if let Ok(mut s) = self.state.lock() {
             s.introspection_only = introspection_only;
@@ -184,7 +189,11 @@ impl Extension for ProtectionExt {
             self.set_stage(ErrorCode::GraphqlValidationFailed);
         })?;
         let limits = &self.core.cfg.limits;
-        let exempt = self.state.lock().map(|s| s.introspection_only).unwrap_or(false);
+        let exempt = self
+            .state
+            .lock()
+            .map(|s| s.introspection_only)
+            .unwrap_or(false);
         if exempt {
             return Ok(result);
         }

@@ -408,40 +408,48 @@ pub async fn me(core: &Core, ctx: &RequestCtx) -> ServiceResult<Me> {
             "me is only for staff sessions; API keys use `tenant`",
         ));
     };
-    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
-    let row = tx
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT u.email_cipher, u.roles, u.status, t.id, t.slug, t.name, t.status AS tstatus, t.created_at
+    // The hot path of every client start-up: one round trip (see `tenant_read`); the ids are
+    // typed UUIDs rendered as literals.
+    let rows = uphub_tenants::tenant_read(
+        &core.db,
+        ctx.tenant,
+        &format!(
+            "SELECT u.email_cipher, u.roles, u.status, t.id, t.slug, t.name, t.status AS tstatus,
+                    t.created_at, k.wrapped_dek
              FROM staff_users u JOIN tenants t ON t.id = u.tenant_id
-             WHERE u.tenant_id = $1 AND u.id = $2",
-            [ctx.tenant.0.into(), user_id.0.into()],
-        ))
-        .await?;
-    let Some(row) = row else {
+             JOIN tenant_keys k ON k.tenant_id = u.tenant_id
+             WHERE u.tenant_id = '{}' AND u.id = '{}'",
+            ctx.tenant.0, user_id.0
+        ),
+    )
+    .await?;
+    let Some(row) = rows.first() else {
         return Err(ServiceError::Unauthenticated("unknown user".into()));
     };
-    let status: String = row.try_get("", "status")?;
+    use sea_orm::sqlx::Row;
+    let col =
+        |e: sea_orm::sqlx::Error| ServiceError::Internal(anyhow::Error::new(e).context("me row"));
+    let status: String = row.try_get("status").map_err(col)?;
     if status != "ACTIVE" {
         return Err(ServiceError::Unauthenticated("user is not active".into()));
     }
-    let dek = pii::data_key(core, &tx).await?;
-    tx.commit().await?;
-    let cipher: Vec<u8> = row.try_get("", "email_cipher")?;
+    let wrapped: Vec<u8> = row.try_get("wrapped_dek").map_err(col)?;
+    let dek = pii::data_key_from_wrapped(core, ctx.tenant, &wrapped)?;
+    let cipher: Vec<u8> = row.try_get("email_cipher").map_err(col)?;
     let email = dek
         .decrypt(&cipher, &pii::aad(ctx.tenant, "staff_users.email"))
         .map_err(|e| anyhow::anyhow!("decrypting own email: {e}"))?;
-    let roles: Vec<String> = row.try_get("", "roles")?;
+    let roles: Vec<String> = row.try_get("roles").map_err(col)?;
     Ok(Me {
         user_id: user_id.0,
         email,
         roles: parse_roles_lenient(&roles),
         tenant: tenant::Model {
-            id: row.try_get("", "id")?,
-            slug: row.try_get("", "slug")?,
-            name: row.try_get("", "name")?,
-            status: row.try_get("", "tstatus")?,
-            created_at: row.try_get("", "created_at")?,
+            id: row.try_get("id").map_err(col)?,
+            slug: row.try_get("slug").map_err(col)?,
+            name: row.try_get("name").map_err(col)?,
+            status: row.try_get("tstatus").map_err(col)?,
+            created_at: row.try_get("created_at").map_err(col)?,
         },
     })
 }

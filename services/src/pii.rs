@@ -39,6 +39,21 @@ pub async fn data_key(core: &Core, tx: &TenantTx) -> ServiceResult<DataKey> {
     Ok(dek)
 }
 
+/// The tenant's data key given its wrapped form (already read by the caller's query).
+pub fn data_key_from_wrapped(
+    core: &Core,
+    tenant: TenantId,
+    wrapped: &[u8],
+) -> ServiceResult<DataKey> {
+    if let Some(dek) = core.deks.lock().ok().and_then(|m| m.get(&tenant).cloned()) {
+        return Ok(dek);
+    }
+    let dek = DataKey::unwrap(wrapped, &core.master_key, tenant.0.as_bytes())
+        .map_err(|e| anyhow::anyhow!("unwrapping data key of {tenant}: {e}"))?;
+    cache(core, tenant, &dek);
+    Ok(dek)
+}
+
 fn cache(core: &Core, tenant: TenantId, dek: &DataKey) {
     if let Ok(mut m) = core.deks.lock() {
         m.insert(tenant, dek.clone());

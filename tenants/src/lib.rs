@@ -170,3 +170,29 @@ impl TenantTx {
         TenantTx { tx, tenant }
     }
 }
+
+/// A read-only statement run in the tenant's scope in ONE round trip: the setting, the role
+/// switch and the query travel as one simple-protocol message, which Postgres runs as a single
+/// implicit transaction (so the transaction-local settings apply and vanish with it).
+///
+/// `query` is sent as text: callers build it from typed values only (UUIDs, integers), never
+/// from client strings. Used on hot read paths where four round trips would dominate.
+pub async fn tenant_read(
+    db: &DatabaseConnection,
+    tenant: TenantId,
+    query: &str,
+) -> Result<Vec<sea_orm::sqlx::postgres::PgRow>, DbErr> {
+    use sea_orm::sqlx::Row;
+    let sql = format!(
+        "SELECT set_config('app.tenant_id', '{tenant}', true) AS uphub_scope, set_config('role', '{APP_ROLE}', true); {query}"
+    );
+    let rows = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .map_err(|e| DbErr::Custom(format!("tenant read: {e}")))?;
+    // The first row is the scope statement's own result.
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.try_column("uphub_scope").is_err())
+        .collect())
+}

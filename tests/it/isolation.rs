@@ -128,6 +128,21 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
         .await;
     assert!(write.is_err(), "cross-tenant insert must fail");
     drop(tx);
+    // The one-round-trip read path is scoped the same way.
+    for t in tenant_tables(&app).await {
+        let rows = uphub_tenants::tenant_read(
+            &app.core.db,
+            TenantId(a),
+            &format!("SELECT tenant_id FROM {t}"),
+        )
+        .await
+        .unwrap();
+        for r in rows {
+            use sea_orm::sqlx::Row;
+            let tid: uuid::Uuid = r.try_get("tenant_id").unwrap();
+            assert_eq!(tid, a, "{t} leaked through tenant_read");
+        }
+    }
     // Without a tenant set, the app role sees nothing at all.
     let tx = app.core.db.begin_with_app_role().await;
     let none = tx
