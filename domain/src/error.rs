@@ -20,12 +20,13 @@ pub enum ErrorCode {
     GraphqlValidationFailed,
     Timeout,
     InvalidCredentials,
+    SoldOut,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in table order; a test pins the strings.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -43,6 +44,7 @@ impl ErrorCode {
         ErrorCode::GraphqlValidationFailed,
         ErrorCode::Timeout,
         ErrorCode::InvalidCredentials,
+        ErrorCode::SoldOut,
         ErrorCode::Internal,
     ];
 
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::GraphqlValidationFailed => "GRAPHQL_VALIDATION_FAILED",
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
+            ErrorCode::SoldOut => "SOLD_OUT",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -80,7 +83,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::SoldOut => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
@@ -124,6 +127,7 @@ mod tests {
                 "GRAPHQL_VALIDATION_FAILED",
                 "TIMEOUT",
                 "INVALID_CREDENTIALS",
+                "SOLD_OUT",
                 "INTERNAL",
             ]
         );

@@ -3,5 +3,6 @@
 pub mod error;
 pub mod gid;
 pub mod identity;
+pub mod inventory;
 pub mod pii;
 pub mod rate;

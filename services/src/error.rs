@@ -20,6 +20,8 @@ pub enum ServiceError {
     Unauthenticated(String),
     #[error("invalid credentials")]
     InvalidCredentials,
+    #[error("sold out: not enough stock of SKU {sku}")]
+    SoldOut { sku: uuid::Uuid },
     #[error("rate limited; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
     #[error("internal error")]
@@ -37,6 +39,7 @@ impl ServiceError {
             ServiceError::Forbidden(_) => ErrorCode::Forbidden,
             ServiceError::Unauthenticated(_) => ErrorCode::Unauthenticated,
             ServiceError::InvalidCredentials => ErrorCode::InvalidCredentials,
+            ServiceError::SoldOut { .. } => ErrorCode::SoldOut,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
@@ -59,6 +62,7 @@ impl ServiceError {
                 | ServiceError::NotFound
                 | ServiceError::Conflict { .. }
                 | ServiceError::InvalidCredentials
+                | ServiceError::SoldOut { .. }
         )
     }
 

@@ -9,6 +9,7 @@ pub mod core;
 pub mod demo;
 pub mod error;
 pub mod identity;
+pub mod inventory;
 pub mod mailer;
 pub mod notifications;
 pub mod outbox;
@@ -16,7 +17,9 @@ pub mod page;
 pub mod pii;
 pub mod pubsub;
 pub mod ratelimit;
+pub mod reservation;
 pub mod staff;
+pub mod stock_cache;
 
 pub use crate::core::Core;
 pub use error::{ServiceError, ServiceResult};

@@ -1,0 +1,422 @@
+//! The reservation engine: several lines at once, all or nothing, for an owner (order, hold,
+//! flash-sale ticket) with a TTL. Redis admits each line atomically (one script per tenant+SKU);
+//! the winners commit in Postgres with guarded UPDATEs plus ledger rows in one short
+//! transaction; a refused or failed commit gives the Redis units back. If Redis is unreachable
+//! the same Postgres transaction runs alone: slower, never oversold.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use uphub_domain::identity::InvalidInput;
+use uphub_domain::inventory::{Movement, normalize_lines};
+use uphub_tenants::{RequestCtx, TenantId, TenantTx};
+use uuid::Uuid;
+
+use crate::inventory::{LevelView, ledger};
+use crate::stock_cache::{self, Admit};
+use crate::{Core, ServiceError, ServiceResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    pub sku: Uuid,
+    pub warehouse: Uuid,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReserveRequest {
+    /// ORDER, HOLD or TICKET; with `owner_id` unique per tenant (a retry finds the first result).
+    pub owner_kind: String,
+    pub owner_id: String,
+    /// Orders of a live-stream campaign draw from that campaign's holds first.
+    pub campaign: Option<String>,
+    pub lines: Vec<Line>,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub expires_at: DateTime<Utc>,
+    pub lines: Vec<(Line, Option<Uuid>)>,
+    pub levels: Vec<LevelView>,
+}
+
+fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// A line admitted in Redis, remembered so it can be given back.
+struct Admitted {
+    line: Line,
+    field: String,
+    from_hold: bool,
+}
+
+/// Reserves all lines or none.
+pub async fn reserve(core: &Core, ctx: &RequestCtx, req: ReserveRequest) -> ServiceResult<Reservation> {
+    let raw: Vec<(Uuid, Uuid, i32)> = req.lines.iter().map(|l| (l.sku, l.warehouse, l.quantity)).collect();
+    let lines: Vec<Line> = normalize_lines(&raw)?
+        .into_iter()
+        .map(|(sku, warehouse, quantity)| Line { sku, warehouse, quantity })
+        .collect();
+    if req.owner_id.is_empty() || req.owner_id.len() > 128 {
+        return Err(InvalidInput { field: "ownerId", message: "must be 1-128 characters".into() }.into());
+    }
+    let campaign = req.campaign.as_deref().map(str::trim).filter(|c| !c.is_empty());
+
+    // 1. Admission in Redis, line by line in a global order; the first refusal gives back the rest.
+    let mut admitted: Vec<Admitted> = Vec::with_capacity(lines.len());
+    let mut redis_ok = true;
+    for line in &lines {
+        match admit_line(core, ctx.tenant, line, campaign).await {
+            Ok(Some(a)) => admitted.push(a),
+            Ok(None) => {
+                compensate(core, ctx.tenant, &admitted).await;
+                return Err(ServiceError::SoldOut { sku: line.sku });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "redis admission unavailable; deciding in Postgres alone");
+                compensate(core, ctx.tenant, &admitted).await;
+                admitted.clear();
+                redis_ok = false;
+                break;
+            }
+        }
+    }
+
+    // 2. Postgres decides.
+    let plan: Vec<(Line, bool)> = if redis_ok {
+        admitted.iter().map(|a| (a.line, a.from_hold)).collect()
+    } else {
+        lines.iter().map(|l| (*l, campaign.is_some())).collect()
+    };
+    match commit(core, ctx, &req, campaign, &plan, !redis_ok).await {
+        Ok(r) => {
+            stock_cache::publish_levels(core, ctx.tenant, &r.levels).await;
+            Ok(r)
+        }
+        Err(e) => {
+            if redis_ok {
+                compensate(core, ctx.tenant, &admitted).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn admit_line(core: &Core, tenant: TenantId, line: &Line, campaign: Option<&str>) -> redis::RedisResult<Option<Admitted>> {
+    for attempt in 0..2 {
+        match stock_cache::admit(core, tenant, line.sku, line.warehouse, line.quantity, campaign).await? {
+            Admit::FromHold => {
+                return Ok(Some(Admitted {
+                    line: *line,
+                    field: stock_cache::hold_field(campaign.unwrap_or_default(), line.warehouse),
+                    from_hold: true,
+                }));
+            }
+            Admit::General => {
+                return Ok(Some(Admitted { line: *line, field: stock_cache::general_field(line.warehouse), from_hold: false }));
+            }
+            Admit::SoldOut => return Ok(None),
+            Admit::Cold if attempt == 0 => {
+                if let Err(e) = stock_cache::load_sku(core, tenant, line.sku, true).await {
+                    return Err(redis::RedisError::from((redis::ErrorKind::Io, "warming stock cache failed", e.to_string())));
+                }
+            }
+            Admit::Cold => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Gives admitted units back to Redis (best effort; the reconciler covers a failure here).
+async fn compensate(core: &Core, tenant: TenantId, admitted: &[Admitted]) {
+    for a in admitted {
+        if let Err(e) = stock_cache::bump(core, tenant, a.line.sku, &[(a.field.clone(), a.line.quantity)]).await {
+            tracing::warn!(error = %e, sku = %a.line.sku, "compensation failed; reconciler will repair");
+        }
+    }
+}
+
+/// The Postgres half: guarded UPDATEs (the fence), the reservation, its lines and ledger rows.
+/// With `try_hold_then_general` (no Redis verdict) a campaign line takes a hold when one has
+/// room, else general stock.
+async fn commit(
+    core: &Core,
+    ctx: &RequestCtx,
+    req: &ReserveRequest,
+    campaign: Option<&str>,
+    plan: &[(Line, bool)],
+    try_hold_then_general: bool,
+) -> ServiceResult<Reservation> {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let id = Uuid::now_v7();
+    let expires_at = core.now() + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
+    let inserted = tx
+        .execute_raw(stmt(
+            "INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
+             VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6) ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING",
+            vec![ctx.tenant.0.into(), id.into(), req.owner_kind.clone().into(), req.owner_id.clone().into(), campaign.map(str::to_string).into(), expires_at.into()],
+        ))
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        return Err(ServiceError::conflict("ownerId", "this owner already holds a reservation"));
+    }
+    let owner = (req.owner_kind.as_str(), req.owner_id.as_str());
+    let owner_id_text = id.to_string();
+    let mut out_lines = Vec::with_capacity(plan.len());
+    let mut levels = Vec::with_capacity(plan.len());
+    for (n, (line, from_hold)) in plan.iter().enumerate() {
+        let mut hold_id = None;
+        if *from_hold && let Some(c) = campaign {
+            hold_id = draw_hold(&tx, line, c).await?;
+            if hold_id.is_none() && !try_hold_then_general {
+                return Err(ServiceError::SoldOut { sku: line.sku });
+            }
+        }
+        let row = if hold_id.is_some() {
+            tx.query_one_raw(stmt(
+                "UPDATE inventory_levels SET held = held - $4, reserved = reserved + $4, updated_at = now()
+                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 AND held >= $4
+                 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+                vec![ctx.tenant.0.into(), line.sku.into(), line.warehouse.into(), line.quantity.into()],
+            ))
+            .await?
+        } else {
+            tx.query_one_raw(stmt(
+                "UPDATE inventory_levels SET reserved = reserved + $4, updated_at = now()
+                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 AND on_hand - reserved - held >= $4
+                 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+                vec![ctx.tenant.0.into(), line.sku.into(), line.warehouse.into(), line.quantity.into()],
+            ))
+            .await?
+        };
+        let Some(row) = row else {
+            return Err(ServiceError::SoldOut { sku: line.sku });
+        };
+        levels.push(level_view(&row)?);
+        tx.execute_raw(stmt(
+            "INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity, hold_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            vec![ctx.tenant.0.into(), id.into(), (n as i32).into(), line.sku.into(), line.warehouse.into(), line.quantity.into(), hold_id.into()],
+        ))
+        .await?;
+        let m = if hold_id.is_some() { Movement::ReserveFromHold(line.quantity) } else { Movement::Reserve(line.quantity) };
+        ledger(&tx, ctx, line.sku, line.warehouse, m, None, Some(("RESERVATION", &owner_id_text))).await?;
+        out_lines.push((*line, hold_id));
+    }
+    let _ = owner;
+    tx.commit().await?;
+    Ok(Reservation { id, expires_at, lines: out_lines, levels })
+}
+
+async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<Option<Uuid>> {
+    let row = tx
+        .query_one_raw(stmt(
+            "UPDATE stock_holds SET remaining = remaining - $5
+             WHERE (tenant_id, id) = (
+               SELECT tenant_id, id FROM stock_holds
+               WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 AND campaign = $4
+                 AND status = 'ACTIVE' AND expires_at > now() AND remaining >= $5
+               ORDER BY expires_at LIMIT 1 FOR UPDATE)
+             RETURNING id",
+            vec![tx.tenant().0.into(), line.sku.into(), line.warehouse.into(), campaign.into(), line.quantity.into()],
+        ))
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("", "id")?),
+        None => None,
+    })
+}
+
+fn level_view(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
+    let on_hand: i32 = r.try_get("", "on_hand")?;
+    let reserved: i32 = r.try_get("", "reserved")?;
+    let held: i32 = r.try_get("", "held")?;
+    Ok(LevelView { sku_id: r.try_get("", "sku_id")?, warehouse_id: r.try_get("", "warehouse_id")?, on_hand, reserved, held, available: on_hand - reserved - held })
+}
+
+struct StoredLine {
+    sku: Uuid,
+    warehouse: Uuid,
+    quantity: i32,
+    hold_id: Option<Uuid>,
+}
+
+async fn lock_active(tx: &TenantTx, id: Uuid) -> ServiceResult<Vec<StoredLine>> {
+    let status = tx
+        .query_one_raw(stmt(
+            "SELECT status FROM reservations WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            vec![tx.tenant().0.into(), id.into()],
+        ))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let status: String = status.try_get("", "status")?;
+    if status != "ACTIVE" {
+        return Err(ServiceError::conflict("id", format!("the reservation is {status}, not ACTIVE")));
+    }
+    let rows = tx
+        .query_all_raw(stmt(
+            "SELECT sku_id, warehouse_id, quantity, hold_id FROM reservation_lines
+             WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY sku_id, warehouse_id",
+            vec![tx.tenant().0.into(), id.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(StoredLine {
+                sku: r.try_get("", "sku_id")?,
+                warehouse: r.try_get("", "warehouse_id")?,
+                quantity: r.try_get("", "quantity")?,
+                hold_id: r.try_get("", "hold_id")?,
+            })
+        })
+        .collect()
+}
+
+/// Ends an unpaid reservation (cancel or timeout): units return to their hold when it is still
+/// active, else to general stock.
+pub async fn release(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> ServiceResult<()> {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let lines = lock_active(&tx, id).await?;
+    let owner = id.to_string();
+    let mut cache_changes: Vec<(Uuid, String, i32)> = Vec::new();
+    let mut levels = Vec::new();
+    for l in &lines {
+        let campaign = match l.hold_id {
+            Some(h) => tx
+                .query_one_raw(stmt(
+                    "UPDATE stock_holds SET remaining = remaining + $3
+                     WHERE tenant_id = $1 AND id = $2 AND status = 'ACTIVE' AND expires_at > now()
+                     RETURNING campaign",
+                    vec![ctx.tenant.0.into(), h.into(), l.quantity.into()],
+                ))
+                .await?
+                .map(|r| r.try_get::<String>("", "campaign"))
+                .transpose()?,
+            None => None,
+        };
+        let (sql, m, field) = match &campaign {
+            Some(c) => (
+                "UPDATE inventory_levels SET reserved = reserved - $4, held = held + $4, updated_at = now()
+                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+                Movement::ReleaseToHold(l.quantity),
+                stock_cache::hold_field(c, l.warehouse),
+            ),
+            None => (
+                "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = now()
+                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+                Movement::Release(l.quantity),
+                stock_cache::general_field(l.warehouse),
+            ),
+        };
+        let row = tx
+            .query_one_raw(stmt(sql, vec![ctx.tenant.0.into(), l.sku.into(), l.warehouse.into(), l.quantity.into()]))
+            .await?
+            .ok_or(ServiceError::NotFound)?;
+        levels.push(level_view(&row)?);
+        ledger(&tx, ctx, l.sku, l.warehouse, m, Some(if expired { "EXPIRED" } else { "RELEASED" }), Some(("RESERVATION", &owner))).await?;
+        cache_changes.push((l.sku, field, l.quantity));
+    }
+    tx.execute_raw(stmt(
+        "UPDATE reservations SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        vec![ctx.tenant.0.into(), id.into(), (if expired { "EXPIRED" } else { "RELEASED" }).into()],
+    ))
+    .await?;
+    tx.commit().await?;
+    for (sku, field, q) in cache_changes {
+        if let Err(e) = stock_cache::bump(core, ctx.tenant, sku, &[(field, q)]).await {
+            tracing::warn!(error = %e, "stock cache release failed; reconciler will repair");
+        }
+    }
+    stock_cache::publish_levels(core, ctx.tenant, &levels).await;
+    Ok(())
+}
+
+/// Paid: reserved units leave the shelf. Activation-code lines are issued their codes here,
+/// each code once (SKIP LOCKED keeps concurrent confirmations apart).
+pub async fn confirm(core: &Core, ctx: &RequestCtx, id: Uuid) -> ServiceResult<Vec<(Uuid, Vec<String>)>> {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let lines = lock_active(&tx, id).await?;
+    let owner = id.to_string();
+    let mut issued = Vec::new();
+    for l in &lines {
+        tx.execute_raw(stmt(
+            "UPDATE inventory_levels SET reserved = reserved - $4, on_hand = on_hand - $4, updated_at = now()
+             WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3",
+            vec![ctx.tenant.0.into(), l.sku.into(), l.warehouse.into(), l.quantity.into()],
+        ))
+        .await?;
+        ledger(&tx, ctx, l.sku, l.warehouse, Movement::Confirm(l.quantity), None, Some(("RESERVATION", &owner))).await?;
+        if crate::inventory::sku_kind(&tx, l.sku).await?.as_deref() == Some("ACTIVATION_CODE") {
+            let rows = tx
+                .query_all_raw(stmt(
+                    "UPDATE activation_codes SET status = 'ISSUED', reservation_id = $3, issued_at = now()
+                     WHERE (tenant_id, id) IN (
+                       SELECT tenant_id, id FROM activation_codes
+                       WHERE tenant_id = $1 AND sku_id = $2 AND status = 'AVAILABLE'
+                       ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+                     RETURNING code",
+                    vec![ctx.tenant.0.into(), l.sku.into(), id.into(), (l.quantity as i64).into()],
+                ))
+                .await?;
+            if rows.len() != l.quantity as usize {
+                return Err(ServiceError::Internal(anyhow::anyhow!(
+                    "activation pool of {} is short: {} of {} codes",
+                    l.sku,
+                    rows.len(),
+                    l.quantity
+                )));
+            }
+            let codes = rows.iter().map(|r| r.try_get::<String>("", "code")).collect::<Result<Vec<_>, _>>()?;
+            issued.push((l.sku, codes));
+        }
+    }
+    tx.execute_raw(stmt(
+        "UPDATE reservations SET status = 'CONFIRMED', updated_at = now() WHERE tenant_id = $1 AND id = $2",
+        vec![ctx.tenant.0.into(), id.into()],
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(issued)
+}
+
+/// Expires overdue reservations of every tenant. Returns how many it released.
+pub async fn sweep_expired(core: &Core, batch: u64) -> ServiceResult<usize> {
+    let rows = core
+        .db
+        .query_all_raw(stmt(
+            "SELECT tenant_id, id FROM reservations WHERE status = 'ACTIVE' AND expires_at < now()
+             ORDER BY expires_at LIMIT $1",
+            vec![(batch as i64).into()],
+        ))
+        .await?;
+    let mut n = 0;
+    for r in rows {
+        let tenant: Uuid = r.try_get("", "tenant_id")?;
+        let id: Uuid = r.try_get("", "id")?;
+        let ctx = RequestCtx::system(TenantId(tenant), "reservation-sweeper");
+        match release(core, &ctx, id, true).await {
+            Ok(()) => n += 1,
+            // Confirmed or released meanwhile by someone else: nothing to do.
+            Err(ServiceError::Conflict { .. }) | Err(ServiceError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Test and drill hook: performs only the Redis admission of `lines`, as a process that died
+/// right after it would have. The reconciler must give the units back.
+pub async fn admit_only(core: &Core, tenant: TenantId, lines: &[Line]) -> redis::RedisResult<usize> {
+    let mut n = 0;
+    for l in lines {
+        if admit_line(core, tenant, l, None).await?.is_some() {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
