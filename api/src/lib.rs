@@ -375,7 +375,11 @@ async fn readyz(State(app): State<App>) -> Response {
 async fn metrics_text(State(app): State<App>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&[]),
+        app.metrics.render(&[(
+            "uphub_stock_cache_drift_units",
+            uphub_services::stock_cache::LAST_DRIFT.load(std::sync::atomic::Ordering::Relaxed)
+                as f64,
+        )]),
     )
         .into_response()
 }
@@ -421,6 +425,13 @@ pub async fn run_worker(
             outbox::run_relay(core.clone(), faults, shutdown.clone())
         }));
     }
+    {
+        let core = core.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(supervise("stock-jobs", shutdown.clone(), move || {
+            run_stock_jobs(core.clone(), shutdown.clone())
+        }));
+    }
     for h in handlers {
         let core = core.clone();
         let shutdown = shutdown.clone();
@@ -431,6 +442,45 @@ pub async fn run_worker(
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Stock upkeep: expire reservations and holds, emit debounced availability events, and
+/// rebuild the Redis stock cache from Postgres at start and every 30 s (exporting the drift).
+pub async fn run_stock_jobs(
+    core: Core,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use uphub_services::{holds, reservation, stock_cache};
+    let drift = stock_cache::reconcile_all(&core)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(drift, "stock cache reconciled at start");
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut last_reconcile = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        reservation::sweep_expired(&core, 200)
+            .await
+            .map_err(|e| anyhow::anyhow!("reservation sweep: {e}"))?;
+        holds::sweep_expired(&core, 200)
+            .await
+            .map_err(|e| anyhow::anyhow!("hold sweep: {e}"))?;
+        holds::drain_dirty(&core, Duration::from_millis(500))
+            .await
+            .map_err(|e| anyhow::anyhow!("dirty drain: {e}"))?;
+        if last_reconcile.elapsed() > Duration::from_secs(30) {
+            last_reconcile = Instant::now();
+            let drift = stock_cache::reconcile_all(&core)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if drift != 0 {
+                tracing::warn!(drift, "stock cache drift repaired");
+            }
+        }
+    }
 }
 
 pub async fn declare_topology(core: &Core, handlers: &[Arc<dyn Handler>]) -> anyhow::Result<()> {

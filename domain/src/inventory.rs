@@ -113,7 +113,9 @@ pub fn parse_quantity(field: &'static str, q: i64) -> Result<i32, InvalidInput> 
 
 /// Merges lines for the same (sku, warehouse) and orders them, so concurrent multi-line
 /// reservations lock rows in one global order and cannot deadlock.
-pub fn normalize_lines<K: Ord + Copy>(lines: &[(K, K, i32)]) -> Result<Vec<(K, K, i32)>, InvalidInput> {
+pub fn normalize_lines<K: Ord + Copy>(
+    lines: &[(K, K, i32)],
+) -> Result<Vec<(K, K, i32)>, InvalidInput> {
     if lines.is_empty() || lines.len() > 100 {
         return Err(InvalidInput {
             field: "lines",
@@ -142,22 +144,38 @@ mod tests {
     use super::*;
 
     fn level(on_hand: i32, reserved: i32, held: i32) -> Level {
-        Level { on_hand, reserved, held }
+        Level {
+            on_hand,
+            reserved,
+            held,
+        }
     }
 
     #[test]
     fn reserving_more_than_available_is_refused_with_the_numbers() {
         assert_eq!(
             level(10, 4, 3).apply(Movement::Reserve(4)),
-            Err(StockError::Insufficient { available: 3, requested: 4 })
+            Err(StockError::Insufficient {
+                available: 3,
+                requested: 4
+            })
         );
-        assert_eq!(level(10, 4, 3).apply(Movement::Reserve(3)), Ok(level(10, 7, 3)));
+        assert_eq!(
+            level(10, 4, 3).apply(Movement::Reserve(3)),
+            Ok(level(10, 7, 3))
+        );
     }
 
     #[test]
     fn a_campaign_order_moves_units_from_held_to_reserved() {
-        assert_eq!(level(10, 0, 5).apply(Movement::ReserveFromHold(2)), Ok(level(10, 2, 3)));
-        assert_eq!(level(10, 0, 1).apply(Movement::ReserveFromHold(2)), Err(StockError::Negative));
+        assert_eq!(
+            level(10, 0, 5).apply(Movement::ReserveFromHold(2)),
+            Ok(level(10, 2, 3))
+        );
+        assert_eq!(
+            level(10, 0, 1).apply(Movement::ReserveFromHold(2)),
+            Err(StockError::Negative)
+        );
     }
 
     #[test]
@@ -170,21 +188,42 @@ mod tests {
 
     #[test]
     fn release_and_hold_release_give_units_back() {
-        assert_eq!(level(10, 3, 2).apply(Movement::Release(3)), Ok(level(10, 0, 2)));
-        assert_eq!(level(10, 3, 2).apply(Movement::ReleaseToHold(3)), Ok(level(10, 0, 5)));
-        assert_eq!(level(10, 3, 2).apply(Movement::HoldRelease(2)), Ok(level(10, 3, 0)));
-        assert_eq!(level(10, 3, 2).apply(Movement::Release(4)), Err(StockError::Negative));
+        assert_eq!(
+            level(10, 3, 2).apply(Movement::Release(3)),
+            Ok(level(10, 0, 2))
+        );
+        assert_eq!(
+            level(10, 3, 2).apply(Movement::ReleaseToHold(3)),
+            Ok(level(10, 0, 5))
+        );
+        assert_eq!(
+            level(10, 3, 2).apply(Movement::HoldRelease(2)),
+            Ok(level(10, 3, 0))
+        );
+        assert_eq!(
+            level(10, 3, 2).apply(Movement::Release(4)),
+            Err(StockError::Negative)
+        );
     }
 
     #[test]
     fn a_hold_larger_than_available_is_refused() {
-        assert!(matches!(level(10, 8, 0).apply(Movement::Hold(3)), Err(StockError::Insufficient { .. })));
+        assert!(matches!(
+            level(10, 8, 0).apply(Movement::Hold(3)),
+            Err(StockError::Insufficient { .. })
+        ));
     }
 
     #[test]
     fn adjusting_below_what_is_promised_is_refused() {
-        assert_eq!(level(10, 8, 0).apply(Movement::Adjust(-3)), Err(StockError::Negative));
-        assert_eq!(level(10, 8, 0).apply(Movement::Adjust(-2)), Ok(level(8, 8, 0)));
+        assert_eq!(
+            level(10, 8, 0).apply(Movement::Adjust(-3)),
+            Err(StockError::Negative)
+        );
+        assert_eq!(
+            level(10, 8, 0).apply(Movement::Adjust(-2)),
+            Ok(level(8, 8, 0))
+        );
     }
 
     #[test]
@@ -209,7 +248,10 @@ mod tests {
 /// code twice (the duplicates are named).
 pub fn parse_activation_codes(codes: &[String]) -> Result<Vec<String>, InvalidInput> {
     if codes.is_empty() || codes.len() > 10_000 {
-        return Err(InvalidInput { field: "codes", message: "must have 1-10000 codes".into() });
+        return Err(InvalidInput {
+            field: "codes",
+            message: "must have 1-10000 codes".into(),
+        });
     }
     let mut seen = std::collections::BTreeSet::new();
     let mut dups = std::collections::BTreeSet::new();
@@ -217,7 +259,10 @@ pub fn parse_activation_codes(codes: &[String]) -> Result<Vec<String>, InvalidIn
     for c in codes {
         let c = c.trim();
         if c.is_empty() || c.chars().count() > 128 || c.chars().any(char::is_control) {
-            return Err(InvalidInput { field: "codes", message: "each code must be 1-128 visible characters".into() });
+            return Err(InvalidInput {
+                field: "codes",
+                message: "each code must be 1-128 visible characters".into(),
+            });
         }
         if !seen.insert(c.to_string()) {
             dups.insert(c.to_string());
@@ -226,7 +271,10 @@ pub fn parse_activation_codes(codes: &[String]) -> Result<Vec<String>, InvalidIn
     }
     if !dups.is_empty() {
         let list: Vec<String> = dups.into_iter().take(20).collect();
-        return Err(InvalidInput { field: "codes", message: format!("duplicate codes in the import: {}", list.join(", ")) });
+        return Err(InvalidInput {
+            field: "codes",
+            message: format!("duplicate codes in the import: {}", list.join(", ")),
+        });
     }
     Ok(out)
 }

@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod caller;
+pub mod catalog;
 pub mod events;
 pub mod identity;
+pub mod inventory;
 pub mod staff;
 
 pub use caller::{Caller, UserError};
@@ -14,6 +16,8 @@ pub struct Query(
     staff::StaffQuery,
     audit::AuditQuery,
     events::EventsQuery,
+    catalog::CatalogQuery,
+    inventory::InventoryQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -21,7 +25,9 @@ pub struct Mutation(
     identity::IdentityMutation,
     staff::StaffMutation,
     events::EventsMutation,
+    catalog::CatalogMutation,
+    inventory::InventoryMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct Subscription(audit::AuditSubscription);
+pub struct Subscription(audit::AuditSubscription, inventory::InventorySubscription);

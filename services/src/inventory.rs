@@ -38,11 +38,25 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
-pub async fn warehouse_create(core: &Core, ctx: &RequestCtx, code: &str, name: &str) -> ServiceResult<Warehouse> {
+pub async fn warehouse_create(
+    core: &Core,
+    ctx: &RequestCtx,
+    code: &str,
+    name: &str,
+) -> ServiceResult<Warehouse> {
     require(ctx, Permission::InventoryWrite)?;
     let code = code.trim().to_ascii_uppercase();
-    if code.is_empty() || code.len() > 32 || !code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(InvalidInput { field: "code", message: "must be 1-32 of A-Z, 0-9, '-' or '_'".into() }.into());
+    if code.is_empty()
+        || code.len() > 32
+        || !code
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(InvalidInput {
+            field: "code",
+            message: "must be 1-32 of A-Z, 0-9, '-' or '_'".into(),
+        }
+        .into());
     }
     let name = parse_display_name("name", name)?;
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
@@ -55,7 +69,10 @@ pub async fn warehouse_create(core: &Core, ctx: &RequestCtx, code: &str, name: &
         .await?
         .rows_affected();
     if n == 0 {
-        return Err(ServiceError::conflict("code", "a warehouse with this code exists"));
+        return Err(ServiceError::conflict(
+            "code",
+            "a warehouse with this code exists",
+        ));
     }
     tx.commit().await?;
     Ok(Warehouse { id, code, name })
@@ -84,7 +101,10 @@ pub async fn warehouses(core: &Core, ctx: &RequestCtx) -> ServiceResult<Vec<Ware
 
 pub async fn warehouse_exists(tx: &TenantTx, id: Uuid) -> ServiceResult<bool> {
     Ok(tx
-        .query_one_raw(stmt("SELECT 1 AS x FROM warehouses WHERE tenant_id = $1 AND id = $2", vec![tx.tenant().0.into(), id.into()]))
+        .query_one_raw(stmt(
+            "SELECT 1 AS x FROM warehouses WHERE tenant_id = $1 AND id = $2",
+            vec![tx.tenant().0.into(), id.into()],
+        ))
         .await?
         .is_some())
 }
@@ -118,7 +138,11 @@ fn level_from(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
 }
 
 /// Levels of many SKUs in one statement (the dataloader behind `sku.inventory`).
-pub async fn levels_for_skus(core: &Core, ctx: &RequestCtx, skus: &[Uuid]) -> ServiceResult<HashMap<Uuid, Vec<LevelView>>> {
+pub async fn levels_for_skus(
+    core: &Core,
+    ctx: &RequestCtx,
+    skus: &[Uuid],
+) -> ServiceResult<HashMap<Uuid, Vec<LevelView>>> {
     require(ctx, Permission::InventoryRead)?;
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let map = levels_in(&tx, skus).await?;
@@ -126,7 +150,10 @@ pub async fn levels_for_skus(core: &Core, ctx: &RequestCtx, skus: &[Uuid]) -> Se
     Ok(map)
 }
 
-pub async fn levels_in(tx: &TenantTx, skus: &[Uuid]) -> ServiceResult<HashMap<Uuid, Vec<LevelView>>> {
+pub async fn levels_in(
+    tx: &TenantTx,
+    skus: &[Uuid],
+) -> ServiceResult<HashMap<Uuid, Vec<LevelView>>> {
     let rows = tx
         .query_all_raw(stmt(
             "SELECT sku_id, warehouse_id, on_hand, reserved, held FROM inventory_levels
@@ -188,7 +215,11 @@ pub async fn mark_dirty(tx: &TenantTx, sku: Uuid) -> ServiceResult<()> {
     Ok(())
 }
 
-async fn level_for_update(tx: &TenantTx, sku: Uuid, warehouse: Uuid) -> ServiceResult<Option<LevelView>> {
+async fn level_for_update(
+    tx: &TenantTx,
+    sku: Uuid,
+    warehouse: Uuid,
+) -> ServiceResult<Option<LevelView>> {
     let row = tx
         .query_one_raw(stmt(
             "SELECT sku_id, warehouse_id, on_hand, reserved, held FROM inventory_levels
@@ -204,20 +235,37 @@ async fn level_for_update(tx: &TenantTx, sku: Uuid, warehouse: Uuid) -> ServiceR
 
 async fn check_sku_and_warehouse(tx: &TenantTx, sku: Uuid, warehouse: Uuid) -> ServiceResult<()> {
     if sku_kind(tx, sku).await?.is_none() {
-        return Err(ServiceError::Invalid(InvalidInput { field: "skuId", message: "no such SKU".into() }));
+        return Err(ServiceError::Invalid(InvalidInput {
+            field: "skuId",
+            message: "no such SKU".into(),
+        }));
     }
     if !warehouse_exists(tx, warehouse).await? {
-        return Err(ServiceError::Invalid(InvalidInput { field: "warehouseId", message: "no such warehouse".into() }));
+        return Err(ServiceError::Invalid(InvalidInput {
+            field: "warehouseId",
+            message: "no such warehouse".into(),
+        }));
     }
     Ok(())
 }
 
 /// Compare-and-set of on-hand: applies only when the current value is `change_from` (a level
 /// never set counts as 0); otherwise CONFLICT naming the current value.
-pub async fn inventory_set(core: &Core, ctx: &RequestCtx, sku: Uuid, warehouse: Uuid, quantity: i32, change_from: i32) -> ServiceResult<LevelView> {
+pub async fn inventory_set(
+    core: &Core,
+    ctx: &RequestCtx,
+    sku: Uuid,
+    warehouse: Uuid,
+    quantity: i32,
+    change_from: i32,
+) -> ServiceResult<LevelView> {
     require(ctx, Permission::InventoryWrite)?;
     if !(0..=10_000_000).contains(&quantity) {
-        return Err(InvalidInput { field: "quantity", message: "must be between 0 and 10000000".into() }.into());
+        return Err(InvalidInput {
+            field: "quantity",
+            message: "must be between 0 and 10000000".into(),
+        }
+        .into());
     }
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     check_sku_and_warehouse(&tx, sku, warehouse).await?;
@@ -226,14 +274,29 @@ pub async fn inventory_set(core: &Core, ctx: &RequestCtx, sku: Uuid, warehouse: 
         vec![ctx.tenant.0.into(), sku.into(), warehouse.into()],
     ))
     .await?;
-    let current = level_for_update(&tx, sku, warehouse).await?.ok_or(ServiceError::NotFound)?;
+    let current = level_for_update(&tx, sku, warehouse)
+        .await?
+        .ok_or(ServiceError::NotFound)?;
     if current.on_hand != change_from {
-        return Err(ServiceError::conflict("changeFrom", format!("on hand is {} now, not {change_from}", current.on_hand)));
+        return Err(ServiceError::conflict(
+            "changeFrom",
+            format!("on hand is {} now, not {change_from}", current.on_hand),
+        ));
     }
     let delta = quantity - current.on_hand;
-    let level = uphub_domain::inventory::Level { on_hand: current.on_hand, reserved: current.reserved, held: current.held };
+    let level = uphub_domain::inventory::Level {
+        on_hand: current.on_hand,
+        reserved: current.reserved,
+        held: current.held,
+    };
     if level.apply(Movement::Adjust(delta)).is_err() {
-        return Err(ServiceError::conflict("quantity", format!("{} units are reserved or held", current.reserved + current.held)));
+        return Err(ServiceError::conflict(
+            "quantity",
+            format!(
+                "{} units are reserved or held",
+                current.reserved + current.held
+            ),
+        ));
     }
     let view = apply_adjust(&tx, ctx, sku, warehouse, delta, "SET").await?;
     tx.commit().await?;
@@ -241,7 +304,14 @@ pub async fn inventory_set(core: &Core, ctx: &RequestCtx, sku: Uuid, warehouse: 
     Ok(view)
 }
 
-async fn apply_adjust(tx: &TenantTx, ctx: &RequestCtx, sku: Uuid, warehouse: Uuid, delta: i32, reason: &str) -> ServiceResult<LevelView> {
+async fn apply_adjust(
+    tx: &TenantTx,
+    ctx: &RequestCtx,
+    sku: Uuid,
+    warehouse: Uuid,
+    delta: i32,
+    reason: &str,
+) -> ServiceResult<LevelView> {
     let row = tx
         .query_one_raw(stmt(
             "UPDATE inventory_levels SET on_hand = on_hand + $4, updated_at = now()
@@ -251,19 +321,43 @@ async fn apply_adjust(tx: &TenantTx, ctx: &RequestCtx, sku: Uuid, warehouse: Uui
         ))
         .await?
         .ok_or_else(|| ServiceError::conflict("delta", "the change would take stock below what is reserved or held"))?;
-    ledger(tx, ctx, sku, warehouse, Movement::Adjust(delta), Some(reason), None).await?;
+    ledger(
+        tx,
+        ctx,
+        sku,
+        warehouse,
+        Movement::Adjust(delta),
+        Some(reason),
+        None,
+    )
+    .await?;
     Ok(level_from(&row)?)
 }
 
 /// Moves on-hand by a signed delta with a reason (receiving, counting, damage).
-pub async fn inventory_adjust(core: &Core, ctx: &RequestCtx, sku: Uuid, warehouse: Uuid, delta: i32, reason: &str) -> ServiceResult<LevelView> {
+pub async fn inventory_adjust(
+    core: &Core,
+    ctx: &RequestCtx,
+    sku: Uuid,
+    warehouse: Uuid,
+    delta: i32,
+    reason: &str,
+) -> ServiceResult<LevelView> {
     require(ctx, Permission::InventoryWrite)?;
     if delta == 0 || delta.abs() > 10_000_000 {
-        return Err(InvalidInput { field: "delta", message: "must be non-zero and at most 10000000 in size".into() }.into());
+        return Err(InvalidInput {
+            field: "delta",
+            message: "must be non-zero and at most 10000000 in size".into(),
+        }
+        .into());
     }
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 200 {
-        return Err(InvalidInput { field: "reason", message: "must be 1-200 characters".into() }.into());
+        return Err(InvalidInput {
+            field: "reason",
+            message: "must be 1-200 characters".into(),
+        }
+        .into());
     }
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     check_sku_and_warehouse(&tx, sku, warehouse).await?;
@@ -287,7 +381,10 @@ async fn virtual_warehouse(tx: &TenantTx) -> ServiceResult<Uuid> {
     ))
     .await?;
     let row = tx
-        .query_one_raw(stmt("SELECT id FROM warehouses WHERE tenant_id = $1 AND code = 'VIRTUAL'", vec![tx.tenant().0.into()]))
+        .query_one_raw(stmt(
+            "SELECT id FROM warehouses WHERE tenant_id = $1 AND code = 'VIRTUAL'",
+            vec![tx.tenant().0.into()],
+        ))
         .await?
         .ok_or(ServiceError::NotFound)?;
     Ok(row.try_get("", "id")?)
@@ -295,14 +392,29 @@ async fn virtual_warehouse(tx: &TenantTx) -> ServiceResult<Uuid> {
 
 /// Imports codes into an ACTIVATION_CODE SKU's pool: all or nothing. Duplicates inside the
 /// import or against the pool are refused with the offending codes named.
-pub async fn activation_codes_import(core: &Core, ctx: &RequestCtx, sku: Uuid, codes: &[String]) -> ServiceResult<(usize, LevelView)> {
+pub async fn activation_codes_import(
+    core: &Core,
+    ctx: &RequestCtx,
+    sku: Uuid,
+    codes: &[String],
+) -> ServiceResult<(usize, LevelView)> {
     require(ctx, Permission::CatalogWrite)?;
     let parsed = uphub_domain::inventory::parse_activation_codes(codes)?;
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     match sku_kind(&tx, sku).await?.as_deref() {
-        None => return Err(ServiceError::Invalid(InvalidInput { field: "skuId", message: "no such SKU".into() })),
+        None => {
+            return Err(ServiceError::Invalid(InvalidInput {
+                field: "skuId",
+                message: "no such SKU".into(),
+            }));
+        }
         Some("ACTIVATION_CODE") => {}
-        Some(_) => return Err(ServiceError::Invalid(InvalidInput { field: "skuId", message: "the SKU's product is not of kind ACTIVATION_CODE".into() })),
+        Some(_) => {
+            return Err(ServiceError::Invalid(InvalidInput {
+                field: "skuId",
+                message: "the SKU's product is not of kind ACTIVATION_CODE".into(),
+            }));
+        }
     }
     let existing = tx
         .query_all_raw(stmt(
@@ -311,8 +423,14 @@ pub async fn activation_codes_import(core: &Core, ctx: &RequestCtx, sku: Uuid, c
         ))
         .await?;
     if !existing.is_empty() {
-        let dup: Vec<String> = existing.iter().filter_map(|r| r.try_get::<String>("", "code").ok()).collect();
-        return Err(ServiceError::conflict("codes", format!("already in the pool: {}", dup.join(", "))));
+        let dup: Vec<String> = existing
+            .iter()
+            .filter_map(|r| r.try_get::<String>("", "code").ok())
+            .collect();
+        return Err(ServiceError::conflict(
+            "codes",
+            format!("already in the pool: {}", dup.join(", ")),
+        ));
     }
     let ids: Vec<Uuid> = parsed.iter().map(|_| Uuid::now_v7()).collect();
     tx.execute_raw(stmt(
@@ -328,7 +446,15 @@ pub async fn activation_codes_import(core: &Core, ctx: &RequestCtx, sku: Uuid, c
     .await?;
     let n = parsed.len() as i32;
     let view = apply_adjust(&tx, ctx, sku, warehouse, n, "ACTIVATION_CODES_IMPORTED").await?;
-    crate::audit::record(core, &tx, ctx, "activation_codes.imported", Some(sku.to_string()), json!({"count": n})).await?;
+    crate::audit::record(
+        core,
+        &tx,
+        ctx,
+        "activation_codes.imported",
+        Some(sku.to_string()),
+        json!({"count": n}),
+    )
+    .await?;
     tx.commit().await?;
     stock_cache::after_change(core, ctx.tenant, &[(sku, warehouse, "w", n)], &[view]).await;
     Ok((parsed.len(), view))
@@ -336,7 +462,9 @@ pub async fn activation_codes_import(core: &Core, ctx: &RequestCtx, sku: Uuid, c
 
 /// The tenant's inventory for one SKU summed over warehouses.
 pub fn total(levels: &[LevelView]) -> (i32, i32, i32, i32) {
-    levels.iter().fold((0, 0, 0, 0), |(a, b, c, d), l| (a + l.on_hand, b + l.reserved, c + l.held, d + l.available))
+    levels.iter().fold((0, 0, 0, 0), |(a, b, c, d), l| {
+        (a + l.on_hand, b + l.reserved, c + l.held, d + l.available)
+    })
 }
 
 pub fn tenant_of(ctx: &RequestCtx) -> TenantId {

@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod core;
 pub mod demo;
 pub mod error;
+pub mod holds;
 pub mod identity;
 pub mod inventory;
 pub mod mailer;

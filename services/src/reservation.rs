@@ -55,16 +55,36 @@ struct Admitted {
 }
 
 /// Reserves all lines or none.
-pub async fn reserve(core: &Core, ctx: &RequestCtx, req: ReserveRequest) -> ServiceResult<Reservation> {
-    let raw: Vec<(Uuid, Uuid, i32)> = req.lines.iter().map(|l| (l.sku, l.warehouse, l.quantity)).collect();
+pub async fn reserve(
+    core: &Core,
+    ctx: &RequestCtx,
+    req: ReserveRequest,
+) -> ServiceResult<Reservation> {
+    let raw: Vec<(Uuid, Uuid, i32)> = req
+        .lines
+        .iter()
+        .map(|l| (l.sku, l.warehouse, l.quantity))
+        .collect();
     let lines: Vec<Line> = normalize_lines(&raw)?
         .into_iter()
-        .map(|(sku, warehouse, quantity)| Line { sku, warehouse, quantity })
+        .map(|(sku, warehouse, quantity)| Line {
+            sku,
+            warehouse,
+            quantity,
+        })
         .collect();
     if req.owner_id.is_empty() || req.owner_id.len() > 128 {
-        return Err(InvalidInput { field: "ownerId", message: "must be 1-128 characters".into() }.into());
+        return Err(InvalidInput {
+            field: "ownerId",
+            message: "must be 1-128 characters".into(),
+        }
+        .into());
     }
-    let campaign = req.campaign.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let campaign = req
+        .campaign
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
 
     // 1. Admission in Redis, line by line in a global order; the first refusal gives back the rest.
     let mut admitted: Vec<Admitted> = Vec::with_capacity(lines.len());
@@ -106,9 +126,23 @@ pub async fn reserve(core: &Core, ctx: &RequestCtx, req: ReserveRequest) -> Serv
     }
 }
 
-async fn admit_line(core: &Core, tenant: TenantId, line: &Line, campaign: Option<&str>) -> redis::RedisResult<Option<Admitted>> {
+async fn admit_line(
+    core: &Core,
+    tenant: TenantId,
+    line: &Line,
+    campaign: Option<&str>,
+) -> redis::RedisResult<Option<Admitted>> {
     for attempt in 0..2 {
-        match stock_cache::admit(core, tenant, line.sku, line.warehouse, line.quantity, campaign).await? {
+        match stock_cache::admit(
+            core,
+            tenant,
+            line.sku,
+            line.warehouse,
+            line.quantity,
+            campaign,
+        )
+        .await?
+        {
             Admit::FromHold => {
                 return Ok(Some(Admitted {
                     line: *line,
@@ -117,12 +151,20 @@ async fn admit_line(core: &Core, tenant: TenantId, line: &Line, campaign: Option
                 }));
             }
             Admit::General => {
-                return Ok(Some(Admitted { line: *line, field: stock_cache::general_field(line.warehouse), from_hold: false }));
+                return Ok(Some(Admitted {
+                    line: *line,
+                    field: stock_cache::general_field(line.warehouse),
+                    from_hold: false,
+                }));
             }
             Admit::SoldOut => return Ok(None),
             Admit::Cold if attempt == 0 => {
                 if let Err(e) = stock_cache::load_sku(core, tenant, line.sku, true).await {
-                    return Err(redis::RedisError::from((redis::ErrorKind::Io, "warming stock cache failed", e.to_string())));
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "warming stock cache failed",
+                        e.to_string(),
+                    )));
                 }
             }
             Admit::Cold => return Ok(None),
@@ -134,7 +176,14 @@ async fn admit_line(core: &Core, tenant: TenantId, line: &Line, campaign: Option
 /// Gives admitted units back to Redis (best effort; the reconciler covers a failure here).
 async fn compensate(core: &Core, tenant: TenantId, admitted: &[Admitted]) {
     for a in admitted {
-        if let Err(e) = stock_cache::bump(core, tenant, a.line.sku, &[(a.field.clone(), a.line.quantity)]).await {
+        if let Err(e) = stock_cache::bump(
+            core,
+            tenant,
+            a.line.sku,
+            &[(a.field.clone(), a.line.quantity)],
+        )
+        .await
+        {
             tracing::warn!(error = %e, sku = %a.line.sku, "compensation failed; reconciler will repair");
         }
     }
@@ -153,7 +202,8 @@ async fn commit(
 ) -> ServiceResult<Reservation> {
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let id = Uuid::now_v7();
-    let expires_at = core.now() + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
+    let expires_at = core.now()
+        + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
     let inserted = tx
         .execute_raw(stmt(
             "INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
@@ -163,7 +213,10 @@ async fn commit(
         .await?
         .rows_affected();
     if inserted == 0 {
-        return Err(ServiceError::conflict("ownerId", "this owner already holds a reservation"));
+        return Err(ServiceError::conflict(
+            "ownerId",
+            "this owner already holds a reservation",
+        ));
     }
     let owner = (req.owner_kind.as_str(), req.owner_id.as_str());
     let owner_id_text = id.to_string();
@@ -204,13 +257,31 @@ async fn commit(
             vec![ctx.tenant.0.into(), id.into(), (n as i32).into(), line.sku.into(), line.warehouse.into(), line.quantity.into(), hold_id.into()],
         ))
         .await?;
-        let m = if hold_id.is_some() { Movement::ReserveFromHold(line.quantity) } else { Movement::Reserve(line.quantity) };
-        ledger(&tx, ctx, line.sku, line.warehouse, m, None, Some(("RESERVATION", &owner_id_text))).await?;
+        let m = if hold_id.is_some() {
+            Movement::ReserveFromHold(line.quantity)
+        } else {
+            Movement::Reserve(line.quantity)
+        };
+        ledger(
+            &tx,
+            ctx,
+            line.sku,
+            line.warehouse,
+            m,
+            None,
+            Some(("RESERVATION", &owner_id_text)),
+        )
+        .await?;
         out_lines.push((*line, hold_id));
     }
     let _ = owner;
     tx.commit().await?;
-    Ok(Reservation { id, expires_at, lines: out_lines, levels })
+    Ok(Reservation {
+        id,
+        expires_at,
+        lines: out_lines,
+        levels,
+    })
 }
 
 async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<Option<Uuid>> {
@@ -223,7 +294,13 @@ async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<
                  AND status = 'ACTIVE' AND expires_at > now() AND remaining >= $5
                ORDER BY expires_at LIMIT 1 FOR UPDATE)
              RETURNING id",
-            vec![tx.tenant().0.into(), line.sku.into(), line.warehouse.into(), campaign.into(), line.quantity.into()],
+            vec![
+                tx.tenant().0.into(),
+                line.sku.into(),
+                line.warehouse.into(),
+                campaign.into(),
+                line.quantity.into(),
+            ],
         ))
         .await?;
     Ok(match row {
@@ -236,7 +313,14 @@ fn level_view(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
     let on_hand: i32 = r.try_get("", "on_hand")?;
     let reserved: i32 = r.try_get("", "reserved")?;
     let held: i32 = r.try_get("", "held")?;
-    Ok(LevelView { sku_id: r.try_get("", "sku_id")?, warehouse_id: r.try_get("", "warehouse_id")?, on_hand, reserved, held, available: on_hand - reserved - held })
+    Ok(LevelView {
+        sku_id: r.try_get("", "sku_id")?,
+        warehouse_id: r.try_get("", "warehouse_id")?,
+        on_hand,
+        reserved,
+        held,
+        available: on_hand - reserved - held,
+    })
 }
 
 struct StoredLine {
@@ -256,7 +340,10 @@ async fn lock_active(tx: &TenantTx, id: Uuid) -> ServiceResult<Vec<StoredLine>> 
         .ok_or(ServiceError::NotFound)?;
     let status: String = status.try_get("", "status")?;
     if status != "ACTIVE" {
-        return Err(ServiceError::conflict("id", format!("the reservation is {status}, not ACTIVE")));
+        return Err(ServiceError::conflict(
+            "id",
+            format!("the reservation is {status}, not ACTIVE"),
+        ));
     }
     let rows = tx
         .query_all_raw(stmt(
@@ -314,16 +401,37 @@ pub async fn release(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> 
             ),
         };
         let row = tx
-            .query_one_raw(stmt(sql, vec![ctx.tenant.0.into(), l.sku.into(), l.warehouse.into(), l.quantity.into()]))
+            .query_one_raw(stmt(
+                sql,
+                vec![
+                    ctx.tenant.0.into(),
+                    l.sku.into(),
+                    l.warehouse.into(),
+                    l.quantity.into(),
+                ],
+            ))
             .await?
             .ok_or(ServiceError::NotFound)?;
         levels.push(level_view(&row)?);
-        ledger(&tx, ctx, l.sku, l.warehouse, m, Some(if expired { "EXPIRED" } else { "RELEASED" }), Some(("RESERVATION", &owner))).await?;
+        ledger(
+            &tx,
+            ctx,
+            l.sku,
+            l.warehouse,
+            m,
+            Some(if expired { "EXPIRED" } else { "RELEASED" }),
+            Some(("RESERVATION", &owner)),
+        )
+        .await?;
         cache_changes.push((l.sku, field, l.quantity));
     }
     tx.execute_raw(stmt(
         "UPDATE reservations SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
-        vec![ctx.tenant.0.into(), id.into(), (if expired { "EXPIRED" } else { "RELEASED" }).into()],
+        vec![
+            ctx.tenant.0.into(),
+            id.into(),
+            (if expired { "EXPIRED" } else { "RELEASED" }).into(),
+        ],
     ))
     .await?;
     tx.commit().await?;
@@ -338,7 +446,11 @@ pub async fn release(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> 
 
 /// Paid: reserved units leave the shelf. Activation-code lines are issued their codes here,
 /// each code once (SKIP LOCKED keeps concurrent confirmations apart).
-pub async fn confirm(core: &Core, ctx: &RequestCtx, id: Uuid) -> ServiceResult<Vec<(Uuid, Vec<String>)>> {
+pub async fn confirm(
+    core: &Core,
+    ctx: &RequestCtx,
+    id: Uuid,
+) -> ServiceResult<Vec<(Uuid, Vec<String>)>> {
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let lines = lock_active(&tx, id).await?;
     let owner = id.to_string();
@@ -350,7 +462,16 @@ pub async fn confirm(core: &Core, ctx: &RequestCtx, id: Uuid) -> ServiceResult<V
             vec![ctx.tenant.0.into(), l.sku.into(), l.warehouse.into(), l.quantity.into()],
         ))
         .await?;
-        ledger(&tx, ctx, l.sku, l.warehouse, Movement::Confirm(l.quantity), None, Some(("RESERVATION", &owner))).await?;
+        ledger(
+            &tx,
+            ctx,
+            l.sku,
+            l.warehouse,
+            Movement::Confirm(l.quantity),
+            None,
+            Some(("RESERVATION", &owner)),
+        )
+        .await?;
         if crate::inventory::sku_kind(&tx, l.sku).await?.as_deref() == Some("ACTIVATION_CODE") {
             let rows = tx
                 .query_all_raw(stmt(
@@ -371,7 +492,10 @@ pub async fn confirm(core: &Core, ctx: &RequestCtx, id: Uuid) -> ServiceResult<V
                     l.quantity
                 )));
             }
-            let codes = rows.iter().map(|r| r.try_get::<String>("", "code")).collect::<Result<Vec<_>, _>>()?;
+            let codes = rows
+                .iter()
+                .map(|r| r.try_get::<String>("", "code"))
+                .collect::<Result<Vec<_>, _>>()?;
             issued.push((l.sku, codes));
         }
     }
@@ -411,7 +535,11 @@ pub async fn sweep_expired(core: &Core, batch: u64) -> ServiceResult<usize> {
 
 /// Test and drill hook: performs only the Redis admission of `lines`, as a process that died
 /// right after it would have. The reconciler must give the units back.
-pub async fn admit_only(core: &Core, tenant: TenantId, lines: &[Line]) -> redis::RedisResult<usize> {
+pub async fn admit_only(
+    core: &Core,
+    tenant: TenantId,
+    lines: &[Line],
+) -> redis::RedisResult<usize> {
     let mut n = 0;
     for l in lines {
         if admit_line(core, tenant, l, None).await?.is_some() {

@@ -106,9 +106,18 @@ pub enum Admit {
     Cold,
 }
 
-pub async fn admit(core: &Core, tenant: TenantId, sku: Uuid, warehouse: Uuid, qty: i32, campaign: Option<&str>) -> redis::RedisResult<Admit> {
+pub async fn admit(
+    core: &Core,
+    tenant: TenantId,
+    sku: Uuid,
+    warehouse: Uuid,
+    qty: i32,
+    campaign: Option<&str>,
+) -> redis::RedisResult<Admit> {
     let mut conn = core.redis.clone();
-    let hold = campaign.map(|c| hold_field(c, warehouse)).unwrap_or_default();
+    let hold = campaign
+        .map(|c| hold_field(c, warehouse))
+        .unwrap_or_default();
     let r: i64 = ADMIT
         .key(key(core, tenant, sku))
         .arg(qty)
@@ -125,7 +134,12 @@ pub async fn admit(core: &Core, tenant: TenantId, sku: Uuid, warehouse: Uuid, qt
 }
 
 /// Adds `delta` to fields of a loaded hash (compensation, releases, adjustments).
-pub async fn bump(core: &Core, tenant: TenantId, sku: Uuid, changes: &[(String, i32)]) -> redis::RedisResult<()> {
+pub async fn bump(
+    core: &Core,
+    tenant: TenantId,
+    sku: Uuid,
+    changes: &[(String, i32)],
+) -> redis::RedisResult<()> {
     if changes.is_empty() {
         return Ok(());
     }
@@ -160,7 +174,12 @@ async fn snapshot(tx: &TenantTx, sku: Uuid) -> ServiceResult<Vec<(String, i64)>>
 }
 
 /// Loads (warm = only if absent) or overwrites (reconcile) one SKU's hash from Postgres.
-pub async fn load_sku(core: &Core, tenant: TenantId, sku: Uuid, only_if_absent: bool) -> ServiceResult<i64> {
+pub async fn load_sku(
+    core: &Core,
+    tenant: TenantId,
+    sku: Uuid,
+    only_if_absent: bool,
+) -> ServiceResult<i64> {
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let fields = snapshot(&tx, sku).await?;
     tx.commit().await?;
@@ -197,9 +216,18 @@ pub async fn reconcile_all(core: &Core) -> ServiceResult<i64> {
 /// After a committed change: apply `changes` (sku, warehouse, field kind, delta) to Redis and
 /// push the new levels to live subscribers. Best effort: a failure leaves drift the reconciler
 /// repairs, never an oversell.
-pub async fn after_change(core: &Core, tenant: TenantId, changes: &[(Uuid, Uuid, &str, i32)], levels: &[LevelView]) {
+pub async fn after_change(
+    core: &Core,
+    tenant: TenantId,
+    changes: &[(Uuid, Uuid, &str, i32)],
+    levels: &[LevelView],
+) {
     for (sku, warehouse, kind, delta) in changes {
-        let field = if *kind == "w" { general_field(*warehouse) } else { kind.to_string() };
+        let field = if *kind == "w" {
+            general_field(*warehouse)
+        } else {
+            kind.to_string()
+        };
         if let Err(e) = bump(core, tenant, *sku, &[(field, *delta)]).await {
             tracing::warn!(error = %e, %sku, "stock cache update failed; reconciler will repair");
         }
@@ -214,4 +242,23 @@ pub async fn publish_levels(core: &Core, tenant: TenantId, levels: &[LevelView])
             tracing::warn!(error = %e, "live inventory publish failed");
         }
     }
+}
+
+/// On-demand rebuild of one tenant's hashes (the `inventoryReconcile` mutation).
+pub async fn reconcile_tenant(core: &Core, ctx: &uphub_tenants::RequestCtx) -> ServiceResult<i64> {
+    crate::audit::require(ctx, uphub_domain::identity::Permission::InventoryWrite)?;
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let rows = tx
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT DISTINCT sku_id FROM inventory_levels WHERE tenant_id = $1",
+            [ctx.tenant.0.into()],
+        ))
+        .await?;
+    tx.commit().await?;
+    let mut drift = 0;
+    for r in rows {
+        drift += load_sku(core, ctx.tenant, r.try_get("", "sku_id")?, false).await?;
+    }
+    Ok(drift)
 }
