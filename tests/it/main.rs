@@ -7,3 +7,4 @@ mod helpers;
 mod identity;
 mod isolation;
 mod protection;
+mod stock;
