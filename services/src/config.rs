@@ -44,6 +44,8 @@ pub struct Config {
     pub redis_url: String,
     pub amqp_url: String,
     pub listen: String,
+    /// Postgres connections per process.
+    pub db_pool: u32,
     /// Prefix of every Redis key, exchange and queue of this instance.
     pub namespace: String,
     pub jwt_secret: Secret,
@@ -220,6 +222,7 @@ impl Config {
                 .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
             public_url: var("UPHUB_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")),
             listen,
+            db_pool: parsed(var, "UPHUB_DB_POOL", 32u32)?,
             jwt_secret,
             pii_master_key_hex,
             smtp_url: var("UPHUB_SMTP_URL"),

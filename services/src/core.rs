@@ -44,7 +44,7 @@ impl Core {
     /// Connects to every backing service. Start-up only; failures are fatal to the role.
     pub async fn connect(cfg: Config) -> anyhow::Result<Core> {
         let mut opts = ConnectOptions::new(cfg.database_url.clone());
-        opts.max_connections(32)
+        opts.max_connections(cfg.db_pool.max(2))
             .min_connections(2)
             .sqlx_logging(false)
             .connect_timeout(std::time::Duration::from_secs(10));

@@ -98,6 +98,11 @@ return drift
     )
 });
 
+/// The admission script (benchmarks run it raw with redis-benchmark).
+pub fn admit_script() -> &'static Script {
+    &ADMIT
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admit {
     FromHold,
