@@ -37,6 +37,8 @@ pub struct Core {
     pub master_key: Arc<MasterKey>,
     pub clock: Arc<dyn Clock>,
     pub hub: Hub,
+    /// Open while Redis is failing: stock admission skips Redis until this instant (ms).
+    pub(crate) stock_breaker: Arc<std::sync::atomic::AtomicI64>,
     pub(crate) deks: Arc<Mutex<HashMap<TenantId, DataKey>>>,
 }
 
@@ -52,8 +54,15 @@ impl Core {
             .await
             .context("connecting to Postgres")?;
         let redis_client = redis::Client::open(cfg.redis_url.as_str()).context("REDIS_URL")?;
+        // Short timeouts: a Redis outage must cost callers milliseconds, not seconds; the stock
+        // engine then decides in Postgres alone (see stock_cache::Breaker).
+        let redis_cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+            .set_response_timeout(Some(std::time::Duration::from_millis(1000)))
+            .set_number_of_retries(1)
+            .set_max_delay(std::time::Duration::from_millis(500));
         let redis = redis_client
-            .get_connection_manager()
+            .get_connection_manager_with_config(redis_cfg)
             .await
             .context("connecting to Redis")?;
         let amqp =
@@ -75,6 +84,7 @@ impl Core {
             master_key: Arc::new(master_key),
             clock: Arc::new(SystemClock),
             hub,
+            stock_breaker: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             deks: Arc::new(Mutex::new(HashMap::new())),
         })
     }

@@ -179,6 +179,23 @@ pub async fn ledger(
     reason: Option<&str>,
     owner: Option<(&str, &str)>,
 ) -> ServiceResult<()> {
+    ledger_row(tx, ctx, sku, warehouse, m, reason, owner).await?;
+    if m.deltas() != (0, 0, 0) && !matches!(m, Movement::Confirm(_)) {
+        mark_dirty(tx, sku).await?;
+    }
+    Ok(())
+}
+
+/// Appends one ledger row only (callers that order their statements mark dirty themselves).
+pub async fn ledger_row(
+    tx: &TenantTx,
+    ctx: &RequestCtx,
+    sku: Uuid,
+    warehouse: Uuid,
+    m: Movement,
+    reason: Option<&str>,
+    owner: Option<(&str, &str)>,
+) -> ServiceResult<()> {
     let (d_on_hand, d_reserved, d_held) = m.deltas();
     tx.execute_raw(stmt(
         "INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_on_hand, delta_reserved,
@@ -200,9 +217,6 @@ pub async fn ledger(
         ],
     ))
     .await?;
-    if m.deltas() != (0, 0, 0) && !matches!(m, Movement::Confirm(_)) {
-        mark_dirty(tx, sku).await?;
-    }
     Ok(())
 }
 

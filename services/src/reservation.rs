@@ -13,7 +13,7 @@ use uphub_domain::inventory::{Movement, normalize_lines};
 use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
-use crate::inventory::{LevelView, ledger};
+use crate::inventory::{LevelView, ledger, ledger_row, mark_dirty};
 use crate::stock_cache::{self, Admit};
 use crate::{Core, ServiceError, ServiceResult};
 
@@ -46,6 +46,9 @@ pub struct Reservation {
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
+
+/// How long an admission may wait for Redis before the request is decided in Postgres alone.
+const ADMIT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// A line admitted in Redis, remembered so it can be given back.
 struct Admitted {
@@ -132,17 +135,38 @@ async fn admit_line(
     line: &Line,
     campaign: Option<&str>,
 ) -> redis::RedisResult<Option<Admitted>> {
+    let breaker = &core.stock_breaker;
+    let now_ms = core.now().timestamp_millis();
+    if breaker.load(std::sync::atomic::Ordering::Relaxed) > now_ms {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "stock cache circuit open",
+        )));
+    }
+    let trip = |e: redis::RedisError| {
+        // Skip Redis for two seconds: callers pay one timeout per outage, not one per request.
+        breaker.store(now_ms + 2000, std::sync::atomic::Ordering::Relaxed);
+        e
+    };
     for attempt in 0..2 {
-        match stock_cache::admit(
-            core,
-            tenant,
-            line.sku,
-            line.warehouse,
-            line.quantity,
-            campaign,
+        let verdict = tokio::time::timeout(
+            ADMIT_TIMEOUT,
+            stock_cache::admit(
+                core,
+                tenant,
+                line.sku,
+                line.warehouse,
+                line.quantity,
+                campaign,
+            ),
         )
-        .await?
-        {
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Io, "stock cache admission timed out"))
+        })
+        .and_then(|r| r)
+        .map_err(trip)?;
+        match verdict {
             Admit::FromHold => {
                 return Ok(Some(Admitted {
                     line: *line,
@@ -218,17 +242,36 @@ async fn commit(
             "this owner already holds a reservation",
         ));
     }
-    let owner = (req.owner_kind.as_str(), req.owner_id.as_str());
     let owner_id_text = id.to_string();
+    let owner = Some(("RESERVATION", owner_id_text.as_str()));
+    // Phase 1 takes no hot lock: the lines and ledger rows of general-stock lines. If a guarded
+    // UPDATE below refuses, the rollback removes them.
+    for (n, (line, from_hold)) in plan.iter().enumerate() {
+        if !*from_hold || campaign.is_none() {
+            insert_line(&tx, id, n, line, None).await?;
+            ledger_row(
+                &tx,
+                ctx,
+                line.sku,
+                line.warehouse,
+                Movement::Reserve(line.quantity),
+                None,
+                owner,
+            )
+            .await?;
+        }
+    }
+    // Phase 2 holds the hot rows only from the guarded UPDATEs to COMMIT.
     let mut out_lines = Vec::with_capacity(plan.len());
     let mut levels = Vec::with_capacity(plan.len());
     for (n, (line, from_hold)) in plan.iter().enumerate() {
-        let mut hold_id = None;
-        if *from_hold && let Some(c) = campaign {
-            hold_id = draw_hold(&tx, line, c).await?;
-            if hold_id.is_none() && !try_hold_then_general {
-                return Err(ServiceError::SoldOut { sku: line.sku });
-            }
+        let wants_hold = *from_hold && campaign.is_some();
+        let hold_id = match campaign.filter(|_| wants_hold) {
+            Some(c) => draw_hold(&tx, line, c).await?,
+            None => None,
+        };
+        if wants_hold && hold_id.is_none() && !try_hold_then_general {
+            return Err(ServiceError::SoldOut { sku: line.sku });
         }
         let row = if hold_id.is_some() {
             tx.query_one_raw(stmt(
@@ -251,30 +294,19 @@ async fn commit(
             return Err(ServiceError::SoldOut { sku: line.sku });
         };
         levels.push(level_view(&row)?);
-        tx.execute_raw(stmt(
-            "INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity, hold_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![ctx.tenant.0.into(), id.into(), (n as i32).into(), line.sku.into(), line.warehouse.into(), line.quantity.into(), hold_id.into()],
-        ))
-        .await?;
-        let m = if hold_id.is_some() {
-            Movement::ReserveFromHold(line.quantity)
-        } else {
-            Movement::Reserve(line.quantity)
-        };
-        ledger(
-            &tx,
-            ctx,
-            line.sku,
-            line.warehouse,
-            m,
-            None,
-            Some(("RESERVATION", &owner_id_text)),
-        )
-        .await?;
+        if wants_hold {
+            // Decided only now: from the hold, or (Postgres-only path) from general stock.
+            insert_line(&tx, id, n, line, hold_id).await?;
+            let m = if hold_id.is_some() {
+                Movement::ReserveFromHold(line.quantity)
+            } else {
+                Movement::Reserve(line.quantity)
+            };
+            ledger_row(&tx, ctx, line.sku, line.warehouse, m, None, owner).await?;
+        }
+        mark_dirty(&tx, line.sku).await?;
         out_lines.push((*line, hold_id));
     }
-    let _ = owner;
     tx.commit().await?;
     Ok(Reservation {
         id,
@@ -282,6 +314,22 @@ async fn commit(
         lines: out_lines,
         levels,
     })
+}
+
+async fn insert_line(
+    tx: &TenantTx,
+    id: Uuid,
+    n: usize,
+    line: &Line,
+    hold_id: Option<Uuid>,
+) -> ServiceResult<()> {
+    tx.execute_raw(stmt(
+        "INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity, hold_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        vec![tx.tenant().0.into(), id.into(), (n as i32).into(), line.sku.into(), line.warehouse.into(), line.quantity.into(), hold_id.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<Option<Uuid>> {

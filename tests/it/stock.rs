@@ -664,3 +664,63 @@ async fn inventory_changes_are_pushed_live_to_the_same_tenant_only() {
             .is_err()
     );
 }
+
+/// A TCP proxy to Redis that can be cut, to take Redis away from one process.
+async fn redis_proxy() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handle = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            conns.spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:6379").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (port, handle)
+}
+
+#[tokio::test]
+async fn with_redis_down_reservations_are_decided_by_postgres_alone_and_never_oversell() {
+    let app = spawn_app().await;
+    let ctx = tenant_ctx(&app, &app.a.slug).await;
+    let sku = seed_sku(&app, &app.a.slug, "PHYSICAL").await;
+    let wh = warehouse(&app, &app.a.token, "SH").await;
+    set_stock(&app, &app.a.token, sku, wh, 5, 0).await;
+    let (port, proxy) = redis_proxy().await;
+    let mut cfg = (*app.core.cfg).clone();
+    cfg.redis_url = format!("redis://127.0.0.1:{port}/0");
+    let cut_off = uphub_services::Core::connect(cfg).await.unwrap();
+    proxy.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ok = 0;
+    for i in 0..7 {
+        match reservation::reserve(
+            &cut_off,
+            &ctx,
+            order(
+                format!("pg-{i}"),
+                vec![Line {
+                    sku,
+                    warehouse: wh,
+                    quantity: 1,
+                }],
+                None,
+            ),
+        )
+        .await
+        {
+            Ok(_) => ok += 1,
+            Err(ServiceError::SoldOut { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 5);
+    assert_eq!(level(&app, &ctx, sku).await, (5, 5, 0));
+    assert_eq!(ledger_reserved(&app, &ctx, sku).await, 5);
+}
