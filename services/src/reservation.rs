@@ -260,6 +260,8 @@ async fn commit(
             )
             .await?;
         }
+        // Usually a no-op on an already-dirty SKU; done here so it adds no time under the hot lock.
+        mark_dirty(&tx, line.sku).await?;
     }
     // Phase 2 holds the hot rows only from the guarded UPDATEs to COMMIT.
     let mut out_lines = Vec::with_capacity(plan.len());
@@ -304,7 +306,6 @@ async fn commit(
             };
             ledger_row(&tx, ctx, line.sku, line.warehouse, m, None, owner).await?;
         }
-        mark_dirty(&tx, line.sku).await?;
         out_lines.push((*line, hold_id));
     }
     tx.commit().await?;

@@ -211,7 +211,14 @@ async fn main() -> anyhow::Result<()> {
     let pg_stats = run(conc, secs, move |_, _| {
         let core = c4.clone();
         async move {
+            // Same statement order as the engine: the ledger row first, the hot row last.
             let tx = TenantTx::begin(&core.db, tenant).await?;
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved) VALUES ($1, $2, $3, $4, 'RESERVE', 1)",
+                [t.into(), Uuid::now_v7().into(), hot.into(), wh.into()],
+            ))
+            .await?;
             let n = tx
                 .execute_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,
@@ -220,12 +227,6 @@ async fn main() -> anyhow::Result<()> {
                 ))
                 .await?
                 .rows_affected();
-            tx.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved) VALUES ($1, $2, $3, $4, 'RESERVE', 1)",
-                [t.into(), Uuid::now_v7().into(), hot.into(), wh.into()],
-            ))
-            .await?;
             tx.commit().await?;
             Ok(n == 1)
         }
