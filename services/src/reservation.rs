@@ -13,7 +13,7 @@ use uphub_domain::inventory::{Movement, normalize_lines};
 use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
-use crate::inventory::{LevelView, ledger, ledger_row, mark_dirty};
+use crate::inventory::{LevelView, ledger, ledger_row};
 use crate::stock_cache::{self, Admit};
 use crate::{Core, ServiceError, ServiceResult};
 
@@ -228,40 +228,59 @@ async fn commit(
     let id = Uuid::now_v7();
     let expires_at = core.now()
         + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
-    let inserted = tx
-        .execute_raw(stmt(
-            "INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
-             VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6) ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING",
-            vec![ctx.tenant.0.into(), id.into(), req.owner_kind.clone().into(), req.owner_id.clone().into(), campaign.map(str::to_string).into(), expires_at.into()],
+    let owner_id_text = id.to_string();
+    let owner = Some(("RESERVATION", owner_id_text.as_str()));
+    // Phase 1 takes no hot lock and is ONE statement: the reservation, the lines and ledger rows
+    // of general-stock lines, and the dirty marks. If a guarded UPDATE below refuses, the
+    // rollback removes all of it.
+    let general: Vec<(usize, &Line)> = plan
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, from_hold))| !*from_hold || campaign.is_none())
+        .map(|(n, (l, _))| (n, l))
+        .collect();
+    let inserted: i64 = tx
+        .query_one_raw(stmt(
+            "WITH r AS (
+               INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
+               VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6)
+               ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING RETURNING id),
+             l AS (
+               INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
+               SELECT $1, $2, x.n, x.s, x.w, x.q FROM unnest($7::int[], $8::uuid[], $9::uuid[], $10::int[]) AS x(n, s, w, q)),
+             g AS (
+               INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
+               SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', $2::text, $11
+               FROM unnest($12::uuid[], $8::uuid[], $9::uuid[], $10::int[]) AS x(i, s, w, q)),
+             d AS (
+               INSERT INTO inventory_dirty (tenant_id, sku_id)
+               SELECT DISTINCT $1, s FROM unnest($13::uuid[]) AS s ON CONFLICT DO NOTHING)
+             SELECT count(*) AS inserted FROM r",
+            vec![
+                ctx.tenant.0.into(),
+                id.into(),
+                req.owner_kind.clone().into(),
+                req.owner_id.clone().into(),
+                campaign.map(str::to_string).into(),
+                expires_at.into(),
+                general.iter().map(|(n, _)| *n as i32).collect::<Vec<i32>>().into(),
+                general.iter().map(|(_, l)| l.sku).collect::<Vec<Uuid>>().into(),
+                general.iter().map(|(_, l)| l.warehouse).collect::<Vec<Uuid>>().into(),
+                general.iter().map(|(_, l)| l.quantity).collect::<Vec<i32>>().into(),
+                ctx.principal.actor_id().into(),
+                general.iter().map(|_| Uuid::now_v7()).collect::<Vec<Uuid>>().into(),
+                plan.iter().map(|(l, _)| l.sku).collect::<Vec<Uuid>>().into(),
+            ],
         ))
         .await?
-        .rows_affected();
+        .map(|r| r.try_get("", "inserted"))
+        .transpose()?
+        .unwrap_or(0);
     if inserted == 0 {
         return Err(ServiceError::conflict(
             "ownerId",
             "this owner already holds a reservation",
         ));
-    }
-    let owner_id_text = id.to_string();
-    let owner = Some(("RESERVATION", owner_id_text.as_str()));
-    // Phase 1 takes no hot lock: the lines and ledger rows of general-stock lines. If a guarded
-    // UPDATE below refuses, the rollback removes them.
-    for (n, (line, from_hold)) in plan.iter().enumerate() {
-        if !*from_hold || campaign.is_none() {
-            insert_line(&tx, id, n, line, None).await?;
-            ledger_row(
-                &tx,
-                ctx,
-                line.sku,
-                line.warehouse,
-                Movement::Reserve(line.quantity),
-                None,
-                owner,
-            )
-            .await?;
-        }
-        // Usually a no-op on an already-dirty SKU; done here so it adds no time under the hot lock.
-        mark_dirty(&tx, line.sku).await?;
     }
     // Phase 2 holds the hot rows only from the guarded UPDATEs to COMMIT.
     let mut out_lines = Vec::with_capacity(plan.len());
