@@ -11,7 +11,7 @@ use async_graphql::{BatchRequest, BatchResponse, Data};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequest, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -34,6 +34,7 @@ pub struct App {
     pub core: Core,
     pub schema: AppSchema,
     pub metrics: Arc<Metrics>,
+    pub doc_cache: Arc<uphub_schema::DocCache>,
 }
 
 impl App {
@@ -42,6 +43,7 @@ impl App {
             schema: uphub_schema::build(core.clone()),
             core,
             metrics: Arc::new(Metrics::default()),
+            doc_cache: Arc::new(uphub_schema::DocCache::new(1000)),
         }
     }
 }
@@ -51,6 +53,8 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/media/{tenant}/{id}", get(media_file))
+        .route("/media/{tenant}/{id}/thumb", get(media_thumb))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -96,14 +100,38 @@ fn bearer(headers: &HeaderMap) -> Result<Option<String>, ()> {
     }
 }
 
+/// A POST body: JSON is buffered under the body limit; a multipart upload is streamed to the
+/// parser, which spools files to temporary files under the upload limits.
+enum GraphqlBody {
+    Json(Result<Bytes, axum::extract::rejection::BytesRejection>),
+    Multipart(axum::body::Body),
+}
+
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 async fn graphql_post(
     State(app): State<App>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
+    let headers = request.headers().clone();
     let rid = request_id(&headers);
+    let body = if media_type(&headers) == "multipart/form-data" {
+        GraphqlBody::Multipart(request.into_body())
+    } else {
+        GraphqlBody::Json(Bytes::from_request(request, &()).await)
+    };
     let resp = graphql_inner(&app, addr, &headers, body, &rid).await;
     app.metrics
         .observe_request("/graphql", resp.status().as_u16(), started.elapsed());
@@ -114,44 +142,21 @@ async fn graphql_inner(
     app: &App,
     addr: SocketAddr,
     headers: &HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    body: GraphqlBody,
     rid: &str,
 ) -> Response {
     let fail = |code: ErrorCode, msg: &str| {
         app.metrics.observe_error(code.as_str());
         error_response(code, msg, rid)
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return fail(ErrorCode::PayloadTooLarge, "request body is too large");
-        }
-        Err(_) => return fail(ErrorCode::BadRequest, "could not read the request body"),
+    let multipart = matches!(body, GraphqlBody::Multipart(_));
+    let parsed = match body {
+        GraphqlBody::Json(body) => parse_json(body, headers),
+        GraphqlBody::Multipart(body) => parse_multipart(app, headers, body).await,
     };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if media != "application/json" && media != "application/graphql-response+json" {
-        return fail(
-            ErrorCode::UnsupportedMediaType,
-            "POST /graphql takes Content-Type: application/json",
-        );
-    }
-    let batch: BatchRequest = match serde_json::from_slice(&body) {
+    let batch = match parsed {
         Ok(b) => b,
-        Err(e) => {
-            return fail(
-                ErrorCode::BadRequest,
-                &format!("malformed GraphQL request JSON: {e}"),
-            );
-        }
+        Err((code, msg)) => return fail(code, &msg),
     };
     let max_batch = app.core.cfg.limits.max_batch;
     let size = match &batch {
@@ -201,8 +206,17 @@ async fn graphql_inner(
         request_id: rid.to_string(),
         ip,
     };
-    let batch = batch.data(caller);
-    let timeout = app.core.cfg.limits.request_timeout;
+    // Per-request catalog dataloaders, built on first use from the caller above.
+    let batch = app
+        .doc_cache
+        .prime(batch)
+        .data(caller)
+        .data(uphub_resolvers::catalog::Loaders::default());
+    let mut timeout = app.core.cfg.limits.request_timeout;
+    if multipart {
+        // Storing a large video takes longer than a query may.
+        timeout = timeout.max(app.core.cfg.media.upload_timeout);
+    }
     let resp = match tokio::time::timeout(timeout, app.schema.execute_batch(batch)).await {
         Ok(r) => r,
         Err(_) => {
@@ -252,6 +266,97 @@ async fn graphql_inner(
         out.headers_mut().insert("x-request-id", v);
     }
     out
+}
+
+type BodyResult = Result<BatchRequest, (ErrorCode, String)>;
+
+fn parse_json(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    headers: &HeaderMap,
+) -> BodyResult {
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err((
+                ErrorCode::PayloadTooLarge,
+                "request body is too large".into(),
+            ));
+        }
+        Err(_) => {
+            return Err((
+                ErrorCode::BadRequest,
+                "could not read the request body".into(),
+            ));
+        }
+    };
+    let media = media_type(headers);
+    if media != "application/json" && media != "application/graphql-response+json" {
+        return Err((
+            ErrorCode::UnsupportedMediaType,
+            "POST /graphql takes Content-Type: application/json (or multipart/form-data for uploads)"
+                .into(),
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| {
+        (
+            ErrorCode::BadRequest,
+            format!("malformed GraphQL request JSON: {e}"),
+        )
+    })
+}
+
+/// Slack over the largest file for the `operations` and `map` parts of an upload request.
+const MULTIPART_OVERHEAD: usize = 64 * 1024;
+
+/// A GraphQL multipart request (operations, map, files). The transport limit is the largest
+/// file any kind may have plus some slack, for all parts together; the per-kind limits are the
+/// service's (VALIDATION on `file`). Anonymous uploads are refused before a byte is spooled.
+async fn parse_multipart(app: &App, headers: &HeaderMap, body: axum::body::Body) -> BodyResult {
+    use futures_util::TryStreamExt;
+    if !matches!(bearer(headers), Ok(Some(_))) {
+        return Err((
+            ErrorCode::Unauthenticated,
+            "uploads require 'Authorization: Bearer <token>'".into(),
+        ));
+    }
+    let media = &app.core.cfg.media;
+    let max_file = usize::try_from(media.limits.max_upload_bytes())
+        .unwrap_or(usize::MAX)
+        .saturating_add(MULTIPART_OVERHEAD);
+    // With one "file" allowed, the parser caps the whole stream at `max_file` as well.
+    let opts = async_graphql::http::MultipartOptions::default()
+        .max_file_size(max_file)
+        .max_num_files(1);
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let reader = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .into_async_read();
+    let received = tokio::time::timeout(
+        media.upload_timeout,
+        async_graphql::http::receive_batch_body(content_type, reader, opts),
+    )
+    .await;
+    match received {
+        Ok(Ok(batch)) => Ok(batch),
+        Ok(Err(async_graphql::ParseRequestError::PayloadTooLarge)) => Err((
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "an upload may be at most {} bytes",
+                media.limits.max_upload_bytes()
+            ),
+        )),
+        Ok(Err(e)) => Err((
+            ErrorCode::BadRequest,
+            format!("malformed GraphQL multipart request: {e}"),
+        )),
+        Err(_) => Err((
+            ErrorCode::Timeout,
+            "the upload took too long and was cancelled".into(),
+        )),
+    }
 }
 
 fn batch_responses(resp: &BatchResponse) -> Vec<&async_graphql::Response> {
@@ -314,10 +419,110 @@ async fn graphql_ws(
                         request_id: rid,
                         ip,
                     });
+                    data.insert(uphub_resolvers::catalog::Loaders::default());
                     Ok(data)
                 })
                 .serve()
         })
+}
+
+async fn media_file(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    serve_media(&app, addr, &tenant, &id, false, &headers).await
+}
+
+async fn media_thumb(
+    State(app): State<App>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Path((tenant, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    serve_media(&app, addr, &tenant, &id, true, &headers).await
+}
+
+/// `GET /media/<tenant>/<id>[/thumb]`: public (storefronts embed these URLs), immutable, and
+/// 404 for anything unknown, including an id under another tenant's path.
+async fn serve_media(
+    app: &App,
+    addr: SocketAddr,
+    tenant: &str,
+    id: &str,
+    thumbnail: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let rid = request_id(headers);
+    let resp = match (uuid::Uuid::try_parse(tenant), uuid::Uuid::try_parse(id)) {
+        (Ok(tenant), Ok(id)) => {
+            let ctx = uphub_tenants::RequestCtx {
+                tenant: uphub_tenants::TenantId(tenant),
+                principal: uphub_tenants::Principal::Anonymous,
+                permissions: Default::default(),
+                request_id: rid.clone(),
+                ip: Some(addr.ip().to_string()),
+            };
+            match uphub_services::media::media_open(&app.core, &ctx, id, thumbnail).await {
+                Ok(obj) => media_response(obj, headers),
+                Err(uphub_services::ServiceError::NotFound) => media_not_found(),
+                Err(e) => {
+                    tracing::error!(request_id = rid, error = %format!("{e:#}"), "serving media failed");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                }
+            }
+        }
+        _ => media_not_found(),
+    };
+    app.metrics
+        .observe_request("/media", resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+fn media_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+fn media_response(obj: uphub_services::media::MediaObject, headers: &HeaderMap) -> Response {
+    let etag_matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == obj.etag || t.trim() == "*")
+        });
+    let mut resp = if etag_matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = axum::body::Body::from_stream(obj.body).into_response();
+        if let Ok(v) = HeaderValue::from_str(&obj.content_type) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(obj.size));
+        r
+    };
+    let h = resp.headers_mut();
+    // Content under a key never changes: new uploads get new ids.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&obj.etag) {
+        h.insert(header::ETAG, v);
+    }
+    // Uploaded bytes are served as exactly the sniffed type, and never as a document.
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    resp
 }
 
 async fn healthz(State(app): State<App>) -> Response {

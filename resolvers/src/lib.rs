@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod events;
 pub mod identity;
 pub mod inventory;
+pub mod media;
 pub mod staff;
 
 pub use caller::{Caller, UserError};
@@ -18,6 +19,7 @@ pub struct Query(
     events::EventsQuery,
     catalog::CatalogQuery,
     inventory::InventoryQuery,
+    media::MediaQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -27,6 +29,7 @@ pub struct Mutation(
     events::EventsMutation,
     catalog::CatalogMutation,
     inventory::InventoryMutation,
+    media::MediaMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]

@@ -1,6 +1,7 @@
 //! Assembles the GraphQL schema and its protection: depth, complexity and alias limits, the
 //! query-cost budget, and a stable `extensions.code` on every error. No HTTP here.
 
+mod doc_cache;
 mod protection;
 
 use async_graphql::Schema;
@@ -8,6 +9,7 @@ use uphub_resolvers::{Mutation, Query, Subscription};
 use uphub_services::Core;
 use uphub_services::config::Env;
 
+pub use doc_cache::DocCache;
 pub use protection::Protection;
 
 pub type AppSchema = Schema<Query, Mutation, Subscription>;

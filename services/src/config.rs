@@ -2,9 +2,11 @@
 //! `REDIS_URL` and `AMQP_URL` honoured as is. Secrets come from a variable or a `*_FILE`.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use uphub_domain::media::MediaLimits;
 use uphub_domain::pii::MasterKey;
 
 /// A secret string that never prints.
@@ -59,6 +61,52 @@ pub struct Config {
     pub limits: Limits,
     /// Queues of this instance expire when unused this long (tests set it; None in production).
     pub queue_expires_ms: Option<u32>,
+    pub media: MediaConfig,
+}
+
+/// Where uploaded media is stored and how large it may be.
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// Root of the local object store (`UPHUB_MEDIA_DIR`, default `var/media`).
+    pub dir: PathBuf,
+    pub limits: MediaLimits,
+    /// How long one multipart request may take to arrive and be stored.
+    pub upload_timeout: Duration,
+}
+
+/// The `UPHUB_S3_*` settings an S3-compatible store would take. This build has no S3 client
+/// (object_store's `aws` feature brings reqwest with rustls and aws-lc-rs, a TLS stack the
+/// workspace does not otherwise carry), so any of them set makes start-up fail loudly rather
+/// than silently writing to the local directory.
+pub const S3_VARS: [&str; 5] = [
+    "UPHUB_S3_BUCKET",
+    "UPHUB_S3_ENDPOINT",
+    "UPHUB_S3_REGION",
+    "UPHUB_S3_ACCESS_KEY_ID",
+    "UPHUB_S3_SECRET_ACCESS_KEY",
+];
+
+fn media_config(var: Lookup) -> anyhow::Result<MediaConfig> {
+    if let Some(name) = S3_VARS.iter().find(|n| var(n).is_some()) {
+        bail!(
+            "refusing to start: {name} is set, but this build stores media only in a local \
+             directory (UPHUB_MEDIA_DIR); unset the UPHUB_S3_* variables"
+        );
+    }
+    let d = MediaLimits::default();
+    let limits = MediaLimits {
+        max_image_bytes: parsed(var, "UPHUB_MAX_UPLOAD_BYTES", d.max_image_bytes)?,
+        max_video_bytes: parsed(var, "UPHUB_MAX_VIDEO_UPLOAD_BYTES", d.max_video_bytes)?,
+        max_image_pixels: parsed(var, "UPHUB_MAX_IMAGE_PIXELS", d.max_image_pixels)?,
+    };
+    if limits.max_image_bytes == 0 || limits.max_video_bytes == 0 || limits.max_image_pixels == 0 {
+        bail!("upload limits must be positive");
+    }
+    Ok(MediaConfig {
+        dir: PathBuf::from(var("UPHUB_MEDIA_DIR").unwrap_or_else(|| "var/media".into())),
+        limits,
+        upload_timeout: Duration::from_secs(parsed(var, "UPHUB_UPLOAD_TIMEOUT_SECS", 300u64)?),
+    })
 }
 
 /// API protection limits.
@@ -241,6 +289,7 @@ impl Config {
             )?),
             limits,
             queue_expires_ms: var("UPHUB_QUEUE_EXPIRES_MS").and_then(|v| v.parse().ok()),
+            media: media_config(var)?,
         })
     }
 }
@@ -317,6 +366,24 @@ mod tests {
         assert_eq!(c.env, Env::Dev);
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.jwt_secret.expose(), DEV_JWT_SECRET);
+    }
+
+    #[test]
+    fn media_defaults_to_a_local_directory_and_refuses_s3_settings() {
+        let c = Config::from_lookup(&lookup(&[])).unwrap();
+        assert_eq!(c.media.dir, PathBuf::from("var/media"));
+        assert_eq!(c.media.limits.max_image_bytes, 20 * 1024 * 1024);
+        assert!(c.media.limits.max_video_bytes > c.media.limits.max_image_bytes);
+        let c = Config::from_lookup(&lookup(&[
+            ("UPHUB_MEDIA_DIR", "/srv/media"),
+            ("UPHUB_MAX_UPLOAD_BYTES", "1024"),
+        ]))
+        .unwrap();
+        assert_eq!(c.media.dir, PathBuf::from("/srv/media"));
+        assert_eq!(c.media.limits.max_image_bytes, 1024);
+        let err = Config::from_lookup(&lookup(&[("UPHUB_S3_BUCKET", "shop")])).unwrap_err();
+        assert!(err.to_string().contains("UPHUB_S3_BUCKET"), "{err}");
+        assert!(Config::from_lookup(&lookup(&[("UPHUB_MAX_UPLOAD_BYTES", "0")])).is_err());
     }
 
     #[test]

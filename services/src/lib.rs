@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod consumer;
 pub mod core;
@@ -12,6 +13,7 @@ pub mod holds;
 pub mod identity;
 pub mod inventory;
 pub mod mailer;
+pub mod media;
 pub mod notifications;
 pub mod outbox;
 pub mod page;

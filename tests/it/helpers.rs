@@ -133,13 +133,24 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn create_database() -> (String, String) {
     use sea_orm::ConnectionTrait;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The creation time is in the name, so later runs can drop what earlier runs left behind.
     let db_name = format!(
-        "uphub_t_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
+        "uphub_t_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
     );
     let admin = sea_orm::Database::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
         .unwrap();
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let mut sweep = false;
+    SWEPT.call_once(|| sweep = true);
+    if sweep {
+        drop_stale_databases(&admin, now).await;
+    }
     admin
         .execute_unprepared(&format!("CREATE DATABASE {db_name}"))
         .await
@@ -147,6 +158,35 @@ pub async fn create_database() -> (String, String) {
     admin.close().await.unwrap();
     let url = format!("postgres://postgres@127.0.0.1:5432/{db_name}");
     (db_name, url)
+}
+
+/// Drops test databases older than an hour (best effort: ones still in use are skipped).
+async fn drop_stale_databases(admin: &sea_orm::DatabaseConnection, now: u64) {
+    use sea_orm::ConnectionTrait;
+    let Ok(rows) = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT datname FROM pg_database WHERE datname LIKE 'uphub\\_t\\_%'",
+        ))
+        .await
+    else {
+        return;
+    };
+    for r in rows {
+        let Ok(name) = r.try_get::<String>("", "datname") else {
+            continue;
+        };
+        let created = name
+            .split('_')
+            .nth(2)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if created + 3600 < now {
+            let _ = admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+                .await;
+        }
+    }
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {

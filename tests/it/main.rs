@@ -2,9 +2,11 @@
 //! The one integration-test binary: every test runs against real Postgres, Redis and RabbitMQ,
 //! each with its own database and namespace.
 
+mod catalog;
 mod events;
 mod helpers;
 mod identity;
 mod isolation;
+mod media;
 mod protection;
 mod stock;
