@@ -10,7 +10,7 @@ use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::require;
-use crate::inventory::{LevelView, ledger};
+use crate::inventory::{ledger, level_from};
 use crate::{Core, ServiceError, ServiceResult, stock_cache};
 
 #[derive(Debug, Clone)]
@@ -138,7 +138,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    let view = level_view(&level)?;
+    let view = level_from(&level)?;
     move_in_cache(core, ctx.tenant, sku, warehouse, &campaign, quantity).await;
     stock_cache::publish_levels(core, ctx.tenant, &[view]).await;
     Ok(hold_from(&row)?)
@@ -160,20 +160,6 @@ async fn move_in_cache(
     if let Err(e) = stock_cache::bump(core, tenant, sku, &changes).await {
         tracing::warn!(error = %e, "stock cache hold update failed; reconciler will repair");
     }
-}
-
-fn level_view(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
-    let on_hand: i32 = r.try_get("", "on_hand")?;
-    let reserved: i32 = r.try_get("", "reserved")?;
-    let held: i32 = r.try_get("", "held")?;
-    Ok(LevelView {
-        sku_id: r.try_get("", "sku_id")?,
-        warehouse_id: r.try_get("", "warehouse_id")?,
-        on_hand,
-        reserved,
-        held,
-        available: on_hand - reserved - held,
-    })
 }
 
 /// Ends a hold (released by staff, or expired): its remainder returns to general stock.
@@ -242,7 +228,7 @@ pub async fn end(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> Serv
         -hold.remaining,
     )
     .await;
-    stock_cache::publish_levels(core, ctx.tenant, &[level_view(&level)?]).await;
+    stock_cache::publish_levels(core, ctx.tenant, &[level_from(&level)?]).await;
     Ok(hold_from(&row)?)
 }
 

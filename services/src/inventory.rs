@@ -123,7 +123,8 @@ pub async fn sku_kind(tx: &TenantTx, sku: Uuid) -> ServiceResult<Option<String>>
     })
 }
 
-fn level_from(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
+/// A level from a row with sku_id, warehouse_id, on_hand, reserved, held.
+pub fn level_from(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
     let on_hand: i32 = r.try_get("", "on_hand")?;
     let reserved: i32 = r.try_get("", "reserved")?;
     let held: i32 = r.try_get("", "held")?;

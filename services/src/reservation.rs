@@ -13,7 +13,7 @@ use uphub_domain::inventory::{Movement, normalize_lines};
 use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
-use crate::inventory::{LevelView, ledger, ledger_row};
+use crate::inventory::{LevelView, ledger, ledger_row, level_from};
 use crate::stock_cache::{self, Admit};
 use crate::{Core, ServiceError, ServiceResult};
 
@@ -314,7 +314,7 @@ async fn commit(
         let Some(row) = row else {
             return Err(ServiceError::SoldOut { sku: line.sku });
         };
-        levels.push(level_view(&row)?);
+        levels.push(level_from(&row)?);
         if wants_hold {
             // Decided only now: from the hold, or (Postgres-only path) from general stock.
             insert_line(&tx, id, n, line, hold_id).await?;
@@ -374,20 +374,6 @@ async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<
     Ok(match row {
         Some(r) => Some(r.try_get("", "id")?),
         None => None,
-    })
-}
-
-fn level_view(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
-    let on_hand: i32 = r.try_get("", "on_hand")?;
-    let reserved: i32 = r.try_get("", "reserved")?;
-    let held: i32 = r.try_get("", "held")?;
-    Ok(LevelView {
-        sku_id: r.try_get("", "sku_id")?,
-        warehouse_id: r.try_get("", "warehouse_id")?,
-        on_hand,
-        reserved,
-        held,
-        available: on_hand - reserved - held,
     })
 }
 
@@ -480,7 +466,7 @@ pub async fn release(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> 
             ))
             .await?
             .ok_or(ServiceError::NotFound)?;
-        levels.push(level_view(&row)?);
+        levels.push(level_from(&row)?);
         ledger(
             &tx,
             ctx,
