@@ -48,7 +48,7 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 }
 
 /// How long an admission may wait for Redis before the request is decided in Postgres alone.
-const ADMIT_TIMEOUT: Duration = Duration::from_millis(250);
+const ADMIT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A line admitted in Redis, remembered so it can be given back.
 struct Admitted {
@@ -116,6 +116,29 @@ pub async fn reserve(
         lines.iter().map(|l| (*l, campaign.is_some())).collect()
     };
     match commit(core, ctx, &req, campaign, &plan, !redis_ok).await {
+        Ok(r) if !redis_ok => {
+            // Decided without Redis: tell the cache afterwards (in the background, so a Redis
+            // outage costs nothing here; if it fails the reconciler repairs the drift).
+            let changes: Vec<(Uuid, String, i32)> = r
+                .lines
+                .iter()
+                .map(|(l, hold)| {
+                    let field = match (hold, campaign) {
+                        (Some(_), Some(c)) => stock_cache::hold_field(c, l.warehouse),
+                        _ => stock_cache::general_field(l.warehouse),
+                    };
+                    (l.sku, field, -l.quantity)
+                })
+                .collect();
+            let (bg, tenant) = (core.clone(), ctx.tenant);
+            tokio::spawn(async move {
+                for (sku, field, d) in changes {
+                    let _ = stock_cache::bump(&bg, tenant, sku, &[(field, d)]).await;
+                }
+            });
+            stock_cache::publish_levels(core, ctx.tenant, &r.levels).await;
+            Ok(r)
+        }
         Ok(r) => {
             stock_cache::publish_levels(core, ctx.tenant, &r.levels).await;
             Ok(r)
@@ -162,6 +185,17 @@ async fn admit_line(
         )
         .await
         .map_err(|_| {
+            // The script may still run. Give its units back now: if it did not run, the hash is
+            // too high, which only over-admits until the reconciler — never an oversell.
+            let (core, sku, field, q) = (
+                core.clone(),
+                line.sku,
+                stock_cache::general_field(line.warehouse),
+                line.quantity,
+            );
+            tokio::spawn(async move {
+                let _ = stock_cache::bump(&core, tenant, sku, &[(field, q)]).await;
+            });
             redis::RedisError::from((redis::ErrorKind::Io, "stock cache admission timed out"))
         })
         .and_then(|r| r)
