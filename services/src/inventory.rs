@@ -230,6 +230,16 @@ pub async fn mark_dirty(tx: &TenantTx, sku: Uuid) -> ServiceResult<()> {
     Ok(())
 }
 
+/// Creates the (empty) level of a SKU in a warehouse if it does not exist yet.
+async fn ensure_level(tx: &TenantTx, sku: Uuid, warehouse: Uuid) -> ServiceResult<()> {
+    tx.execute_raw(stmt(
+        "INSERT INTO inventory_levels (tenant_id, sku_id, warehouse_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        vec![tx.tenant().0.into(), sku.into(), warehouse.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
 async fn level_for_update(
     tx: &TenantTx,
     sku: Uuid,
@@ -284,11 +294,7 @@ pub async fn inventory_set(
     }
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     check_sku_and_warehouse(&tx, sku, warehouse).await?;
-    tx.execute_raw(stmt(
-        "INSERT INTO inventory_levels (tenant_id, sku_id, warehouse_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        vec![ctx.tenant.0.into(), sku.into(), warehouse.into()],
-    ))
-    .await?;
+    ensure_level(&tx, sku, warehouse).await?;
     let current = level_for_update(&tx, sku, warehouse)
         .await?
         .ok_or(ServiceError::NotFound)?;
@@ -376,11 +382,7 @@ pub async fn inventory_adjust(
     }
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     check_sku_and_warehouse(&tx, sku, warehouse).await?;
-    tx.execute_raw(stmt(
-        "INSERT INTO inventory_levels (tenant_id, sku_id, warehouse_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        vec![ctx.tenant.0.into(), sku.into(), warehouse.into()],
-    ))
-    .await?;
+    ensure_level(&tx, sku, warehouse).await?;
     let view = apply_adjust(&tx, ctx, sku, warehouse, delta, reason).await?;
     tx.commit().await?;
     stock_cache::after_change(core, ctx.tenant, &[(sku, warehouse, "w", delta)], &[view]).await;
@@ -454,11 +456,7 @@ pub async fn activation_codes_import(
     ))
     .await?;
     let warehouse = virtual_warehouse(&tx).await?;
-    tx.execute_raw(stmt(
-        "INSERT INTO inventory_levels (tenant_id, sku_id, warehouse_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        vec![ctx.tenant.0.into(), sku.into(), warehouse.into()],
-    ))
-    .await?;
+    ensure_level(&tx, sku, warehouse).await?;
     let n = parsed.len() as i32;
     let view = apply_adjust(&tx, ctx, sku, warehouse, n, "ACTIVATION_CODES_IMPORTED").await?;
     crate::audit::record(
