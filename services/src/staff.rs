@@ -282,6 +282,10 @@ pub async fn accept_invite(
         .ok_or_else(invalid)?;
     let roles = parse_roles_lenient(&row.roles);
     let user_id = UserId(row.id);
+    let dek = pii::data_key(core, &tx).await?;
+    let email = dek
+        .decrypt(&row.email_cipher, &pii::aad(tenant_id, "staff_users.email"))
+        .map_err(|e| anyhow::anyhow!("decrypt email: {e}"))?;
     let mut active: staff_user::ActiveModel = row.into();
     active.status = Set("ACTIVE".into());
     active.password_hash = Set(Some(hash));
@@ -302,24 +306,7 @@ pub async fn accept_invite(
     tx.commit().await?;
     audit::publish(core, &[ev]).await;
     // Sign in through the normal path so throttling and auditing stay in one place.
-    let email = contact_plain(
-        core,
-        tenant_id,
-        &staff_user::Entity::find_by_id((tenant.id, user_id.0))
-            .one(&core.db)
-            .await?
-            .context("accepted user")?,
-    )
-    .await?;
-    crate::identity::login(
-        core,
-        ip,
-        request_id,
-        tenant_slug,
-        &email.0,
-        password.expose(),
-    )
-    .await
+    crate::identity::login(core, ip, request_id, tenant_slug, &email, password.expose()).await
 }
 
 /// Decrypted (email, phone) of a member — for the owner of the data only; callers audit.
