@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 use uphub_domain::identity::{InvalidInput, Permission, parse_display_name};
 use uphub_domain::inventory::Movement;
-use uphub_tenants::{RequestCtx, TenantId, TenantTx};
+use uphub_tenants::{RequestCtx, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::require;
@@ -478,8 +478,4 @@ pub fn total(levels: &[LevelView]) -> (i32, i32, i32, i32) {
     levels.iter().fold((0, 0, 0, 0), |(a, b, c, d), l| {
         (a + l.on_hand, b + l.reserved, c + l.held, d + l.available)
     })
-}
-
-pub fn tenant_of(ctx: &RequestCtx) -> TenantId {
-    ctx.tenant
 }

@@ -309,6 +309,23 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Accepts the invitation in `mail` into tenant A with `password`; returns the access token.
+    pub async fn accept_invite(&self, mail: &str, password: &str) -> String {
+        let r = self
+            .gql(
+                None,
+                "mutation($i: StaffInviteAcceptInput!) { staffInviteAccept(input: $i) { accessToken } }",
+                json!({"i": {"tenantSlug": self.a.slug, "token": invite_token(mail), "password": password}}),
+            )
+            .await;
+        r["data"]["staffInviteAccept"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string()
+    }
+}
+
 /// The first error code of a GraphQL response.
 pub fn code(v: &Value) -> String {
     v["errors"][0]["extensions"]["code"]

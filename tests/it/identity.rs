@@ -215,13 +215,7 @@ async fn role_changes_follow_the_rules_and_apply_immediately() {
         .await["data"]["staffInvite"]["staffMember"]["id"]
         .clone();
     let mails = app.sink.wait_for(1).await;
-    let accepted = app
-        .gql(None, "mutation($i: StaffInviteAcceptInput!) { staffInviteAccept(input: $i) { accessToken } }", json!({"i": {"tenantSlug": app.a.slug, "token": invite_token(&mails[0]), "password": "admin-password-1"}}))
-        .await;
-    let admin = accepted["data"]["staffInviteAccept"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = app.accept_invite(&mails[0], "admin-password-1").await;
     // An ADMIN may invite an OPERATOR but not an OWNER.
     let op = app.invite(&admin, "op@alpha.test", &["OPERATOR"]).await;
     let op_id = op["data"]["staffInvite"]["staffMember"]["id"].clone();
@@ -316,13 +310,7 @@ async fn deactivated_staff_lose_access_and_other_tenants_cannot_deactivate_them(
         .await["data"]["staffInvite"]["staffMember"]["id"]
         .clone();
     let mails = app.sink.wait_for(1).await;
-    let accepted = app
-        .gql(None, "mutation($i: StaffInviteAcceptInput!) { staffInviteAccept(input: $i) { accessToken } }", json!({"i": {"tenantSlug": app.a.slug, "token": invite_token(&mails[0]), "password": "temp-password-1"}}))
-        .await;
-    let temp = accepted["data"]["staffInviteAccept"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let temp = app.accept_invite(&mails[0], "temp-password-1").await;
     let q = "mutation($i: StaffDeactivateInput!) { staffDeactivate(input: $i) { staffMember { status } userErrors { code } } }";
     let from_b = app
         .gql(Some(&app.b.token), q, json!({"i": {"id": id}}))
@@ -571,13 +559,7 @@ async fn an_api_key_stops_working_when_its_creator_is_deactivated() {
     app.start_worker(RelayFaults::default()).await;
     let id = app.invite(&app.a.token, "dev@alpha.test", &["ADMIN"]).await["data"]["staffInvite"]["staffMember"]["id"].clone();
     let mails = app.sink.wait_for(1).await;
-    let accepted = app
-        .gql(None, "mutation($i: StaffInviteAcceptInput!) { staffInviteAccept(input: $i) { accessToken } }", json!({"i": {"tenantSlug": app.a.slug, "token": invite_token(&mails[0]), "password": "dev-password-12"}}))
-        .await;
-    let dev = accepted["data"]["staffInviteAccept"]["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dev = app.accept_invite(&mails[0], "dev-password-12").await;
     let key = app
         .gql(Some(&dev), "mutation { apiKeyCreate(input: {name: \"dev key\", scopes: [\"TENANT_READ\"]}) { secret } }", json!({}))
         .await["data"]["apiKeyCreate"]["secret"]
