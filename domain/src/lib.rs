@@ -7,5 +7,6 @@ pub mod identity;
 pub mod inventory;
 pub mod media;
 pub mod money;
+pub mod order;
 pub mod pii;
 pub mod rate;
