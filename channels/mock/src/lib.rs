@@ -1,0 +1,1 @@
+//! Faithful mock servers of the marketplaces (Taobao TOP, Doudian, Xiaohongshu).
