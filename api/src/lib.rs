@@ -610,6 +610,8 @@ pub fn handlers(core: &Core) -> anyhow::Result<Vec<Arc<dyn Handler>>> {
     Ok(vec![
         Arc::new(InvitationMailer { mailer }),
         Arc::new(TenantProvisioner),
+        Arc::new(uphub_services::notifications::OrderIngest::default()),
+        Arc::new(uphub_services::notifications::ChannelStockPush),
     ])
 }
 
@@ -635,6 +637,13 @@ pub async fn run_worker(
         let shutdown = shutdown.clone();
         tasks.spawn(supervise("stock-jobs", shutdown.clone(), move || {
             run_stock_jobs(core.clone(), shutdown.clone())
+        }));
+    }
+    {
+        let core = core.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(supervise("channel-sync", shutdown.clone(), move || {
+            run_channel_sync(core.clone(), shutdown.clone())
         }));
     }
     for h in handlers {
@@ -676,6 +685,9 @@ pub async fn run_stock_jobs(
         holds::drain_dirty(&core, Duration::from_millis(500))
             .await
             .map_err(|e| anyhow::anyhow!("dirty drain: {e}"))?;
+        uphub_services::orders::settle_dirty(&core, 200)
+            .await
+            .map_err(|e| anyhow::anyhow!("order stock settle: {e}"))?;
         if last_reconcile.elapsed() > Duration::from_secs(30) {
             last_reconcile = Instant::now();
             let drift = stock_cache::reconcile_all(&core)
@@ -685,6 +697,25 @@ pub async fn run_stock_jobs(
                 tracing::warn!(drift, "stock cache drift repaired");
             }
         }
+    }
+}
+
+/// Marketplace ingestion: lease due connections, pull their windows, hand orders to the bus.
+pub async fn run_channel_sync(
+    core: Core,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let worker = uuid::Uuid::now_v7();
+    let every = Duration::from_millis(core.cfg.channel_sync_every_ms);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        uphub_services::channel_sync::sync_due(&core, worker, every)
+            .await
+            .map_err(|e| anyhow::anyhow!("channel sync: {e}"))?;
     }
 }
 

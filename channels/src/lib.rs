@@ -7,7 +7,16 @@ use chrono::{DateTime, Utc};
 use uphub_domain::catalog::ChannelType;
 use uphub_domain::order::{ChannelOrder, Receiver, SealedReceiver};
 
+pub mod douyin;
+mod http;
 pub mod sign;
+pub mod taobao;
+pub mod xiaohongshu;
+
+pub use douyin::DouyinShop;
+pub use http::HttpConfig;
+pub use taobao::TaobaoShop;
+pub use xiaohongshu::XiaohongshuShop;
 
 /// What a platform call can come back with, after the adapter's own retries are spent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,4 +121,30 @@ pub trait Marketplace: Send + Sync {
 
     /// The credentials now in use (a token refresh may have replaced them).
     fn credentials(&self) -> Credentials;
+}
+
+/// The adapter of a marketplace shop with the default timeouts and retries; `None` for channels
+/// that are not marketplaces (mini-programs, H5), and (logged) when no HTTP client can be built.
+pub fn connect(channel: ChannelType, creds: Credentials) -> Option<Box<dyn Marketplace>> {
+    match connect_with(channel, creds, HttpConfig::default()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(channel = channel.as_str(), error = %e, "cannot create the marketplace adapter");
+            None
+        }
+    }
+}
+
+/// [`connect`] with explicit timeouts and retries; `Ok(None)` for non-marketplace channels.
+pub fn connect_with(
+    channel: ChannelType,
+    creds: Credentials,
+    config: HttpConfig,
+) -> Result<Option<Box<dyn Marketplace>>, ChannelError> {
+    Ok(match channel {
+        ChannelType::Taobao => Some(Box::new(TaobaoShop::new(creds, config)?)),
+        ChannelType::Douyin => Some(Box::new(DouyinShop::new(creds, config)?)),
+        ChannelType::Xiaohongshu => Some(Box::new(XiaohongshuShop::new(creds, config)?)),
+        ChannelType::WechatMini | ChannelType::AlipayMini | ChannelType::H5 => None,
+    })
 }

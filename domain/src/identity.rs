@@ -34,10 +34,11 @@ pub enum Permission {
     CsWrite,
     FinanceRead,
     FinanceWrite,
+    ChannelManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 18] = [
+    pub const ALL: [Permission; 19] = [
         Permission::TenantRead,
         Permission::StaffRead,
         Permission::StaffManage,
@@ -56,6 +57,7 @@ impl Permission {
         Permission::CsWrite,
         Permission::FinanceRead,
         Permission::FinanceWrite,
+        Permission::ChannelManage,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -78,6 +80,7 @@ impl Permission {
             Permission::CsWrite => "CS_WRITE",
             Permission::FinanceRead => "FINANCE_READ",
             Permission::FinanceWrite => "FINANCE_WRITE",
+            Permission::ChannelManage => "CHANNEL_MANAGE",
         }
     }
 

@@ -431,8 +431,189 @@ pub enum SplitBy {
     PresaleDate,
 }
 
+/// What to do with a platform snapshot of an order we may already hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotDecision {
+    Insert,
+    /// Older than (or the same as) what we hold: nothing changes.
+    Stale,
+    /// Newer: its fields replace ours; the status moves only forward.
+    Apply {
+        status: OrderStatus,
+        refused: Option<IllegalTransition>,
+    },
+}
+
+/// Never lets older data overwrite newer. Platforms stamp modified times to the second, so a
+/// snapshot with the same time still applies when it moves the status forward.
+pub fn decide_snapshot(
+    held: Option<(OrderStatus, DateTime<Utc>)>,
+    status: OrderStatus,
+    modified: DateTime<Utc>,
+) -> SnapshotDecision {
+    let Some((current, held_modified)) = held else {
+        return SnapshotDecision::Insert;
+    };
+    if modified < held_modified {
+        return SnapshotDecision::Stale;
+    }
+    match platform_update(current, status) {
+        StatusUpdate::Move(to) => SnapshotDecision::Apply {
+            status: to,
+            refused: None,
+        },
+        _ if modified == held_modified => SnapshotDecision::Stale,
+        StatusUpdate::Unchanged => SnapshotDecision::Apply {
+            status: current,
+            refused: None,
+        },
+        StatusUpdate::Refused(e) => SnapshotDecision::Apply {
+            status: current,
+            refused: Some(e),
+        },
+    }
+}
+
+/// What the stock engine holds for an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockState {
+    None,
+    Reserved,
+    Confirmed,
+    Released,
+    /// Paid but the pool could not cover it: flagged for the operator.
+    Short,
+}
+
+impl StockState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StockState::None => "NONE",
+            StockState::Reserved => "RESERVED",
+            StockState::Confirmed => "CONFIRMED",
+            StockState::Released => "RELEASED",
+            StockState::Short => "SHORT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StockState> {
+        [
+            StockState::None,
+            StockState::Reserved,
+            StockState::Confirmed,
+            StockState::Released,
+            StockState::Short,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// The engine call that brings an order's stock in line with its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockStep {
+    Nothing,
+    Reserve,
+    ReserveThenConfirm,
+    Confirm,
+    Release,
+    /// Cancelled before anything was taken.
+    MarkReleased,
+}
+
+/// Paid takes units from the pool, shipped makes them leave it, cancelled before shipping gives
+/// them back. Shipped goods are not restocked by a later refund (a return is received by hand).
+pub fn stock_step(current: StockState, status: OrderStatus) -> StockStep {
+    use StockState as S;
+    match status {
+        OrderStatus::PendingPayment => StockStep::Nothing,
+        OrderStatus::Paid | OrderStatus::Processing => match current {
+            S::None | S::Short => StockStep::Reserve,
+            _ => StockStep::Nothing,
+        },
+        OrderStatus::PartiallyShipped | OrderStatus::Shipped | OrderStatus::Completed => {
+            match current {
+                S::None | S::Short => StockStep::ReserveThenConfirm,
+                S::Reserved => StockStep::Confirm,
+                S::Confirmed | S::Released => StockStep::Nothing,
+            }
+        }
+        OrderStatus::Cancelled => match current {
+            S::Reserved => StockStep::Release,
+            S::None | S::Short => StockStep::MarkReleased,
+            S::Confirmed | S::Released => StockStep::Nothing,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn older_snapshots_never_overwrite_newer_ones() {
+        use OrderStatus::*;
+        assert_eq!(decide_snapshot(None, Paid, t(5)), SnapshotDecision::Insert);
+        assert_eq!(
+            decide_snapshot(Some((Shipped, t(10))), Paid, t(5)),
+            SnapshotDecision::Stale
+        );
+        assert_eq!(
+            decide_snapshot(Some((Paid, t(10))), Paid, t(10)),
+            SnapshotDecision::Stale
+        );
+        // Same second, forward move: applies.
+        assert_eq!(
+            decide_snapshot(Some((Paid, t(10))), Shipped, t(10)),
+            SnapshotDecision::Apply {
+                status: Shipped,
+                refused: None
+            }
+        );
+        // Newer but backwards: fields apply, the status stays and the refusal is noted.
+        assert_eq!(
+            decide_snapshot(Some((Shipped, t(10))), Paid, t(11)),
+            SnapshotDecision::Apply {
+                status: Shipped,
+                refused: Some(IllegalTransition {
+                    from: Shipped,
+                    to: Paid
+                })
+            }
+        );
+        // Newer, same status (an address change): applies.
+        assert_eq!(
+            decide_snapshot(Some((Paid, t(10))), Paid, t(11)),
+            SnapshotDecision::Apply {
+                status: Paid,
+                refused: None
+            }
+        );
+    }
+
+    #[test]
+    fn stock_follows_the_status() {
+        use OrderStatus::*;
+        use StockState as S;
+        assert_eq!(stock_step(S::None, PendingPayment), StockStep::Nothing);
+        assert_eq!(stock_step(S::None, Paid), StockStep::Reserve);
+        assert_eq!(stock_step(S::Reserved, Paid), StockStep::Nothing);
+        assert_eq!(stock_step(S::Reserved, Shipped), StockStep::Confirm);
+        assert_eq!(
+            stock_step(S::None, Completed),
+            StockStep::ReserveThenConfirm
+        );
+        assert_eq!(stock_step(S::Reserved, Cancelled), StockStep::Release);
+        assert_eq!(stock_step(S::None, Cancelled), StockStep::MarkReleased);
+        assert_eq!(stock_step(S::Confirmed, Cancelled), StockStep::Nothing);
+        assert_eq!(stock_step(S::Short, Paid), StockStep::Reserve);
+        for st in [S::None, S::Reserved, S::Confirmed, S::Released, S::Short] {
+            assert_eq!(StockState::parse(st.as_str()), Some(st));
+        }
+    }
+
     use super::*;
 
     #[test]
@@ -440,10 +621,17 @@ mod tests {
         for from in OrderStatus::ALL {
             for to in OrderStatus::ALL {
                 let r = check_transition(from, to);
-                assert_eq!(r.is_ok(), TRANSITIONS.contains(&(from, to)), "{from:?}->{to:?}");
+                assert_eq!(
+                    r.is_ok(),
+                    TRANSITIONS.contains(&(from, to)),
+                    "{from:?}->{to:?}"
+                );
                 if let Err(e) = r {
                     let msg = e.to_string();
-                    assert!(msg.contains(from.as_str()) && msg.contains(to.as_str()), "{msg}");
+                    assert!(
+                        msg.contains(from.as_str()) && msg.contains(to.as_str()),
+                        "{msg}"
+                    );
                 }
             }
         }
@@ -467,10 +655,16 @@ mod tests {
     fn platform_snapshots_move_forward_skip_states_and_never_back() {
         use OrderStatus::*;
         assert_eq!(platform_update(Paid, Paid), StatusUpdate::Unchanged);
-        assert_eq!(platform_update(PendingPayment, Shipped), StatusUpdate::Move(Shipped));
+        assert_eq!(
+            platform_update(PendingPayment, Shipped),
+            StatusUpdate::Move(Shipped)
+        );
         assert_eq!(
             platform_update(Shipped, Paid),
-            StatusUpdate::Refused(IllegalTransition { from: Shipped, to: Paid })
+            StatusUpdate::Refused(IllegalTransition {
+                from: Shipped,
+                to: Paid
+            })
         );
     }
 
@@ -503,7 +697,12 @@ mod tests {
         for s in OrderStatus::ALL {
             assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
         }
-        for a in [AfterSales::None, AfterSales::RefundRequested, AfterSales::Returning, AfterSales::Refunded] {
+        for a in [
+            AfterSales::None,
+            AfterSales::RefundRequested,
+            AfterSales::Returning,
+            AfterSales::Refunded,
+        ] {
             assert_eq!(AfterSales::parse(a.as_str()), Some(a));
         }
     }

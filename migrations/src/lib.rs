@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m0001_foundation;
 mod m0002_catalog_inventory;
 mod m0004_media;
+mod m0005_orders;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_catalog_inventory::Migration),
             Box::new(m0004_media::Migration),
+            Box::new(m0005_orders::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@ pub mod events;
 pub mod identity;
 pub mod inventory;
 pub mod media;
+pub mod orders;
 pub mod staff;
 
 pub use caller::{Caller, UserError};
@@ -20,6 +21,7 @@ pub struct Query(
     catalog::CatalogQuery,
     inventory::InventoryQuery,
     media::MediaQuery,
+    orders::OrdersQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -30,7 +32,12 @@ pub struct Mutation(
     catalog::CatalogMutation,
     inventory::InventoryMutation,
     media::MediaMutation,
+    orders::OrdersMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
-pub struct Subscription(audit::AuditSubscription, inventory::InventorySubscription);
+pub struct Subscription(
+    audit::AuditSubscription,
+    inventory::InventorySubscription,
+    orders::OrdersSubscription,
+);

@@ -62,6 +62,8 @@ pub struct Config {
     /// Queues of this instance expire when unused this long (tests set it; None in production).
     pub queue_expires_ms: Option<u32>,
     pub media: MediaConfig,
+    /// How often each marketplace connection is pulled (`UPHUB_CHANNEL_SYNC_EVERY_MS`, default 5000).
+    pub channel_sync_every_ms: u64,
 }
 
 /// Where uploaded media is stored and how large it may be.
@@ -290,6 +292,7 @@ impl Config {
             limits,
             queue_expires_ms: var("UPHUB_QUEUE_EXPIRES_MS").and_then(|v| v.parse().ok()),
             media: media_config(var)?,
+            channel_sync_every_ms: parsed(var, "UPHUB_CHANNEL_SYNC_EVERY_MS", 5000u64)?,
         })
     }
 }

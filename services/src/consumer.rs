@@ -37,6 +37,8 @@ pub trait Handler: Send + Sync + 'static {
     /// Applies the event. Database effects go through `tx`, which also records the event as
     /// processed; an error rolls both back and schedules a retry.
     async fn handle(&self, core: &Core, tx: &TenantTx, event: &Envelope) -> anyhow::Result<()>;
+    /// Runs after the event's transaction committed (live notifications and the like).
+    async fn after_commit(&self, _core: &Core, _event: &Envelope) {}
 }
 
 /// Back-off before attempt `n` (1-based): 200 ms, 400 ms, 800 ms, … capped at 30 s.
@@ -213,6 +215,7 @@ pub async fn process(core: &Core, handler: &dyn Handler, env: &Envelope) -> anyh
     }
     handler.handle(core, &tx, env).await?;
     tx.commit().await?;
+    handler.after_commit(core, env).await;
     Ok(())
 }
 

@@ -56,3 +56,60 @@ impl Handler for TenantProvisioner {
         Ok(())
     }
 }
+
+/// Upserts a batch of fetched marketplace orders (`channel.orders_fetched`).
+#[derive(Default)]
+pub struct OrderIngest {
+    /// Live events of a handled message, published once its transaction committed.
+    pending: std::sync::Mutex<std::collections::HashMap<Uuid, Vec<crate::orders::LiveOrderEvent>>>,
+}
+
+#[async_trait::async_trait]
+impl Handler for OrderIngest {
+    fn name(&self) -> &'static str {
+        "order-ingest"
+    }
+    fn topics(&self) -> &'static [&'static str] {
+        &[crate::orders::FETCHED_TOPIC]
+    }
+    async fn handle(&self, _core: &Core, tx: &TenantTx, ev: &Envelope) -> anyhow::Result<()> {
+        let batch: crate::orders::FetchedBatch =
+            serde_json::from_value(ev.payload.clone()).context("orders batch")?;
+        let (stats, live) = crate::orders::ingest(tx, &batch)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tracing::debug!(?stats, "orders ingested");
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(ev.id, live);
+        }
+        Ok(())
+    }
+    async fn after_commit(&self, core: &Core, ev: &Envelope) {
+        let live = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&ev.id))
+            .unwrap_or_default();
+        crate::orders::publish_live(core, uphub_tenants::TenantId(ev.tenant_id), &live).await;
+    }
+}
+
+/// Pushes a SKU's new available quantity to its marketplace listings (`inventory.available_changed`).
+pub struct ChannelStockPush;
+
+#[async_trait::async_trait]
+impl Handler for ChannelStockPush {
+    fn name(&self) -> &'static str {
+        "channel-stock-push"
+    }
+    fn topics(&self) -> &'static [&'static str] {
+        &["inventory.available_changed"]
+    }
+    async fn handle(&self, core: &Core, tx: &TenantTx, ev: &Envelope) -> anyhow::Result<()> {
+        let sku: Uuid = serde_json::from_value(ev.payload["skuId"].clone()).context("skuId")?;
+        let available = ev.payload["available"].as_i64().context("available")?;
+        crate::channel_sync::push_available(core, tx, sku, available).await?;
+        Ok(())
+    }
+}

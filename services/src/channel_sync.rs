@@ -1,0 +1,580 @@
+//! Marketplace connections and the ingestion that loses nothing: a worker leases a connection,
+//! pulls orders modified in an overlapping window after its persisted cursor (plus TMC hints),
+//! seals receivers it had to decrypt, and writes them to the outbox in the same transaction that
+//! advances the cursor. The bus delivers them to the ingest consumer (retries, dead letters);
+//! the upsert there is idempotent, so re-fetched overlap and redeliveries change nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use serde_json::json;
+use uphub_channels::{ChannelError, Credentials, Marketplace, Window};
+use uphub_domain::catalog::ChannelType;
+use uphub_domain::identity::{InvalidInput, Permission};
+use uphub_domain::order::OrderStatus;
+use uphub_tenants::{RequestCtx, TenantId, TenantTx};
+use uuid::Uuid;
+
+use crate::audit::require;
+use crate::catalog::SalesChannel;
+use crate::orders::{FETCHED_TOPIC, FetchedBatch, FetchedOrder, seal_receiver};
+use crate::{Core, ServiceError, ServiceResult};
+
+fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+/// Each window starts this far before the cursor: orders stamped late within the same second,
+/// or written out of order by the platform, are fetched again (and deduplicated on upsert).
+pub const OVERLAP: Duration = Duration::from_secs(60);
+/// The newest seconds are left for the next round: the platform may still be writing them.
+pub const SETTLE_LAG: Duration = Duration::from_secs(2);
+/// At most this much modified time per window.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// Orders per outbox message (one batch upsert each).
+pub const CHUNK: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct ConnectInput {
+    pub channel_type: ChannelType,
+    pub shop_id: String,
+    pub name: Option<String>,
+    pub credentials: Credentials,
+    pub sync_from: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectionView {
+    pub channel: SalesChannel,
+    pub status: String,
+    pub sync_cursor: DateTime<Utc>,
+    pub last_sync_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub orders_fetched: i64,
+}
+
+fn aad(tenant: TenantId) -> Vec<u8> {
+    crate::pii::aad(tenant, "channel_connections.credentials")
+}
+
+pub async fn connect(
+    core: &Core,
+    ctx: &RequestCtx,
+    input: ConnectInput,
+) -> ServiceResult<ConnectionView> {
+    require(ctx, Permission::ChannelManage)?;
+    if !matches!(
+        input.channel_type,
+        ChannelType::Taobao | ChannelType::Douyin | ChannelType::Xiaohongshu
+    ) {
+        return Err(InvalidInput {
+            field: "type",
+            message: "only TAOBAO, DOUYIN and XIAOHONGSHU connect to a marketplace".into(),
+        }
+        .into());
+    }
+    let c = &input.credentials;
+    for (field, v) in [
+        ("appKey", &c.app_key),
+        ("appSecret", &c.app_secret),
+        ("accessToken", &c.access_token),
+    ] {
+        if v.trim().is_empty() || v.len() > 512 {
+            return Err(InvalidInput {
+                field,
+                message: "must be 1-512 characters".into(),
+            }
+            .into());
+        }
+    }
+    if !(c.base_url.starts_with("http://") || c.base_url.starts_with("https://"))
+        || c.base_url.len() > 256
+    {
+        return Err(InvalidInput {
+            field: "baseUrl",
+            message: "must be an http(s) URL".into(),
+        }
+        .into());
+    }
+    let shop_id = uphub_domain::catalog::parse_shop_id(&input.shop_id)?;
+    let name = input
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{} {}", input.channel_type.as_str(), shop_id));
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let existing = tx
+        .query_one_raw(stmt(
+            "SELECT id FROM sales_channels WHERE tenant_id = $1 AND type = $2 AND shop_id = $3",
+            vec![
+                ctx.tenant.0.into(),
+                input.channel_type.as_str().into(),
+                shop_id.clone().into(),
+            ],
+        ))
+        .await?
+        .map(|r| r.try_get::<Uuid>("", "id"))
+        .transpose()?;
+    let channel_id = match existing {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            tx.execute_raw(stmt(
+                "INSERT INTO sales_channels (tenant_id, id, type, shop_id, name) VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    ctx.tenant.0.into(),
+                    id.into(),
+                    input.channel_type.as_str().into(),
+                    shop_id.clone().into(),
+                    name.chars().take(100).collect::<String>().into(),
+                ],
+            ))
+            .await?;
+            id
+        }
+    };
+    let mut creds = input.credentials.clone();
+    creds.shop_id = shop_id;
+    let dek = crate::pii::data_key(core, &tx).await?;
+    let plain = serde_json::to_string(&creds).map_err(anyhow::Error::from)?;
+    let ct = dek.encrypt(&plain, &aad(ctx.tenant));
+    let cursor = input
+        .sync_from
+        .unwrap_or_else(|| core.now() - chrono::Duration::days(1));
+    tx.execute_raw(stmt(
+        "INSERT INTO channel_connections (tenant_id, channel_id, credentials_ct, sync_cursor)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (tenant_id, channel_id) DO UPDATE SET credentials_ct = EXCLUDED.credentials_ct,
+            status = 'ACTIVE', last_error = NULL, sync_requested = true, updated_at = now()",
+        vec![
+            ctx.tenant.0.into(),
+            channel_id.into(),
+            ct.into(),
+            cursor.into(),
+        ],
+    ))
+    .await?;
+    let ev = crate::audit::record(
+        core,
+        &tx,
+        ctx,
+        "channel.connected",
+        Some(channel_id.to_string()),
+        json!({"type": input.channel_type.as_str()}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::audit::publish(core, &[ev]).await;
+    connection(core, ctx, channel_id).await
+}
+
+const CONNECTION_SQL: &str = "SELECT s.id, s.type, s.shop_id, s.name, s.created_at, c.status,
+    c.sync_cursor, c.last_sync_at, c.last_success_at, c.last_error, c.last_error_at, c.orders_fetched
+    FROM channel_connections c JOIN sales_channels s ON s.tenant_id = c.tenant_id AND s.id = c.channel_id
+    WHERE c.tenant_id = $1";
+
+fn view_from(r: &sea_orm::QueryResult) -> Result<ConnectionView, sea_orm::DbErr> {
+    let t: String = r.try_get("", "type")?;
+    Ok(ConnectionView {
+        channel: SalesChannel {
+            id: r.try_get("", "id")?,
+            channel_type: ChannelType::parse(&t)
+                .ok_or_else(|| sea_orm::DbErr::Custom(format!("bad channel type {t}")))?,
+            shop_id: r.try_get("", "shop_id")?,
+            name: r.try_get("", "name")?,
+            created_at: r.try_get("", "created_at")?,
+        },
+        status: r.try_get("", "status")?,
+        sync_cursor: r.try_get("", "sync_cursor")?,
+        last_sync_at: r.try_get("", "last_sync_at")?,
+        last_success_at: r.try_get("", "last_success_at")?,
+        last_error: r.try_get("", "last_error")?,
+        last_error_at: r.try_get("", "last_error_at")?,
+        orders_fetched: r.try_get("", "orders_fetched")?,
+    })
+}
+
+pub async fn connections(core: &Core, ctx: &RequestCtx) -> ServiceResult<Vec<ConnectionView>> {
+    require(ctx, Permission::OrderRead)?;
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let rows = tx
+        .query_all_raw(stmt(
+            &format!("{CONNECTION_SQL} ORDER BY s.created_at"),
+            vec![ctx.tenant.0.into()],
+        ))
+        .await?;
+    tx.commit().await?;
+    Ok(rows.iter().map(view_from).collect::<Result<_, _>>()?)
+}
+
+pub async fn connection(
+    core: &Core,
+    ctx: &RequestCtx,
+    channel: Uuid,
+) -> ServiceResult<ConnectionView> {
+    require(ctx, Permission::OrderRead)?;
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let row = tx
+        .query_one_raw(stmt(
+            &format!("{CONNECTION_SQL} AND c.channel_id = $2"),
+            vec![ctx.tenant.0.into(), channel.into()],
+        ))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    tx.commit().await?;
+    Ok(view_from(&row)?)
+}
+
+/// Asks the workers to sync this connection now.
+pub async fn sync_now(
+    core: &Core,
+    ctx: &RequestCtx,
+    channel: Uuid,
+) -> ServiceResult<ConnectionView> {
+    require(ctx, Permission::OrderWrite)?;
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let n = tx
+        .execute_raw(stmt(
+            "UPDATE channel_connections SET sync_requested = true, status = CASE WHEN status = 'AUTH_FAILED' THEN 'ACTIVE' ELSE status END
+             WHERE tenant_id = $1 AND channel_id = $2",
+            vec![ctx.tenant.0.into(), channel.into()],
+        ))
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(ServiceError::NotFound);
+    }
+    tx.commit().await?;
+    connection(core, ctx, channel).await
+}
+
+struct Leased {
+    tenant: TenantId,
+    channel: Uuid,
+    channel_type: ChannelType,
+    credentials_ct: Vec<u8>,
+    cursor: DateTime<Utc>,
+}
+
+/// Leases due connections (any tenant) and syncs each. Returns the orders fetched.
+pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResult<usize> {
+    let rows = core
+        .db
+        .query_all_raw(stmt(
+            "UPDATE channel_connections c SET lease_owner = $1, lease_until = now() + interval '120 seconds',
+                last_sync_at = now(), sync_requested = false
+             FROM sales_channels s
+             WHERE s.tenant_id = c.tenant_id AND s.id = c.channel_id
+               AND (c.tenant_id, c.channel_id) IN (
+                 SELECT tenant_id, channel_id FROM channel_connections
+                 WHERE status IN ('ACTIVE', 'FAILING') AND (lease_until IS NULL OR lease_until < now())
+                   AND (sync_requested OR last_sync_at IS NULL OR last_sync_at < now() - make_interval(secs => $2))
+                 ORDER BY last_sync_at NULLS FIRST LIMIT 8 FOR UPDATE SKIP LOCKED)
+             RETURNING c.tenant_id, c.channel_id, s.type, c.credentials_ct, c.sync_cursor",
+            vec![worker.into(), every.as_secs_f64().into()],
+        ))
+        .await?;
+    let mut leased = Vec::new();
+    for r in rows {
+        let t: String = r.try_get("", "type")?;
+        let Some(channel_type) = ChannelType::parse(&t) else {
+            continue;
+        };
+        leased.push(Leased {
+            tenant: TenantId(r.try_get("", "tenant_id")?),
+            channel: r.try_get("", "channel_id")?,
+            channel_type,
+            credentials_ct: r.try_get("", "credentials_ct")?,
+            cursor: r.try_get("", "sync_cursor")?,
+        });
+    }
+    let mut total = 0;
+    let jobs = leased.into_iter().map(|l| async move {
+        let r = sync_one(core, worker, &l).await;
+        (l, r)
+    });
+    for (l, r) in futures_util::future::join_all(jobs).await {
+        match r {
+            Ok(n) => total += n,
+            Err(e) => {
+                let (status, msg) = match &e {
+                    SyncError::Channel(ChannelError::Auth(m)) => ("AUTH_FAILED", m.clone()),
+                    other => ("FAILING", other.to_string()),
+                };
+                tracing::warn!(channel = %l.channel, error = %msg, "channel sync failed");
+                core.db
+                    .execute_raw(stmt(
+                        "UPDATE channel_connections SET status = $3, last_error = $4, last_error_at = now(),
+                            lease_owner = NULL, lease_until = NULL
+                         WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $5",
+                        vec![
+                            l.tenant.0.into(),
+                            l.channel.into(),
+                            status.into(),
+                            msg.chars().take(1000).collect::<String>().into(),
+                            worker.into(),
+                        ],
+                    ))
+                    .await?;
+            }
+        }
+    }
+    Ok(total)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error("{0}")]
+    Channel(#[from] ChannelError),
+    #[error("{0}")]
+    Service(#[from] ServiceError),
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+impl From<sea_orm::DbErr> for SyncError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        SyncError::Service(e.into())
+    }
+}
+
+/// Decrypts the stored credentials of a connection.
+fn open_credentials(
+    core: &Core,
+    dek: &uphub_domain::pii::DataKey,
+    l: &Leased,
+) -> ServiceResult<Credentials> {
+    let _ = core;
+    let plain = dek
+        .decrypt(&l.credentials_ct, &aad(l.tenant))
+        .map_err(|e| anyhow::anyhow!("credentials of {}: {e}", l.channel))?;
+    Ok(serde_json::from_str(&plain).map_err(anyhow::Error::from)?)
+}
+
+async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncError> {
+    let tx = TenantTx::begin(&core.db, l.tenant).await?;
+    let dek = crate::pii::data_key(core, &tx).await?;
+    tx.commit().await?;
+    let creds = open_credentials(core, &dek, l)?;
+    let Some(adapter) = uphub_channels::connect(l.channel_type, creds.clone()) else {
+        return Err(ServiceError::Invalid(InvalidInput {
+            field: "type",
+            message: format!("{} has no marketplace adapter", l.channel_type.as_str()),
+        })
+        .into());
+    };
+    let mut cursor = l.cursor;
+    let mut fetched = 0usize;
+    let budget = std::time::Instant::now();
+    loop {
+        let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();
+        let start = cursor - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
+        let end =
+            (cursor + chrono::Duration::from_std(MAX_WINDOW).unwrap_or_default()).min(horizon);
+        if end <= cursor {
+            break;
+        }
+        let mut orders = adapter.orders_modified(Window { start, end }).await?;
+        let hints = adapter.poll_hints().await?;
+        for h in &hints {
+            if !orders
+                .iter()
+                .any(|o| o.platform_order_id == h.platform_order_id)
+            {
+                orders.push(adapter.order(&h.platform_order_id).await?);
+            }
+        }
+        let fetched_orders = seal(core, l, &dek, adapter.as_ref(), orders).await?;
+        fetched += fetched_orders.len();
+        commit_window(core, worker, l, &fetched_orders, end).await?;
+        if !hints.is_empty() {
+            let ids: Vec<String> = hints.iter().map(|h| h.message_id.clone()).collect();
+            adapter.confirm_hints(&ids).await?;
+        }
+        cursor = end;
+        if end >= horizon || budget.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    // Tokens the adapter refreshed are kept for the next round.
+    let now_creds = adapter.credentials();
+    let tx = TenantTx::begin(&core.db, l.tenant).await?;
+    let ct = if now_creds != creds {
+        let plain =
+            serde_json::to_string(&now_creds).map_err(|e| ServiceError::Internal(e.into()))?;
+        Some(dek.encrypt(&plain, &aad(l.tenant)))
+    } else {
+        None
+    };
+    tx.execute_raw(stmt(
+        "UPDATE channel_connections SET lease_owner = NULL, lease_until = NULL,
+            credentials_ct = COALESCE($4, credentials_ct), status = 'ACTIVE', last_error = NULL
+         WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $3",
+        vec![
+            l.tenant.0.into(),
+            l.channel.into(),
+            worker.into(),
+            ct.into(),
+        ],
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(fetched)
+}
+
+/// Decrypts the receivers of unshipped orders we do not hold sealed yet, and seals them.
+async fn seal(
+    core: &Core,
+    l: &Leased,
+    dek: &uphub_domain::pii::DataKey,
+    adapter: &dyn Marketplace,
+    orders: Vec<uphub_domain::order::ChannelOrder>,
+) -> Result<Vec<FetchedOrder>, SyncError> {
+    let wanted: Vec<String> = orders
+        .iter()
+        .filter(|o| matches!(o.status, OrderStatus::Paid | OrderStatus::Processing))
+        .map(|o| o.platform_order_id.clone())
+        .collect();
+    let mut known = std::collections::HashMap::new();
+    if !wanted.is_empty() {
+        let tx = TenantTx::begin(&core.db, l.tenant).await?;
+        for r in tx
+            .query_all_raw(stmt(
+                "SELECT platform_order_id, receiver_ref FROM orders WHERE tenant_id = $1 AND channel_id = $2
+                   AND platform_order_id = ANY($3) AND receiver_ct IS NOT NULL",
+                vec![l.tenant.0.into(), l.channel.into(), wanted.clone().into()],
+            ))
+            .await?
+        {
+            known.insert(
+                r.try_get::<String>("", "platform_order_id")?,
+                r.try_get::<String>("", "receiver_ref")?,
+            );
+        }
+        tx.commit().await?;
+    }
+    let to_decrypt: Vec<(String, uphub_domain::order::SealedReceiver)> = orders
+        .iter()
+        .filter(|o| wanted.contains(&o.platform_order_id))
+        .filter(|o| known.get(&o.platform_order_id) != Some(&o.receiver.decrypt_ref))
+        .map(|o| (o.platform_order_id.clone(), o.receiver.clone()))
+        .collect();
+    let mut sealed = std::collections::HashMap::new();
+    if !to_decrypt.is_empty() {
+        let clear = adapter.decrypt_receivers(&to_decrypt).await?;
+        for ((id, _), r) in to_decrypt.iter().zip(clear) {
+            if let Some(r) = r {
+                sealed.insert(id.clone(), seal_receiver(dek, l.tenant, &r)?);
+            }
+        }
+    }
+    Ok(orders
+        .into_iter()
+        .map(|o| {
+            let s = sealed.remove(&o.platform_order_id);
+            FetchedOrder {
+                receiver_ct: s.as_ref().map(|s| s.0.clone()),
+                receiver_key: s.map(|s| s.1),
+                order: o,
+            }
+        })
+        .collect())
+}
+
+/// The fetched orders go to the outbox in the transaction that moves the cursor: either both
+/// happen or neither does, so a crash anywhere loses nothing.
+async fn commit_window(
+    core: &Core,
+    worker: Uuid,
+    l: &Leased,
+    orders: &[FetchedOrder],
+    end: DateTime<Utc>,
+) -> Result<(), SyncError> {
+    let tx = TenantTx::begin(&core.db, l.tenant).await?;
+    let moved = tx
+        .execute_raw(stmt(
+            "UPDATE channel_connections SET sync_cursor = GREATEST(sync_cursor, $3),
+                orders_fetched = orders_fetched + $4, last_success_at = now(),
+                lease_until = now() + interval '120 seconds'
+             WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $5",
+            vec![
+                l.tenant.0.into(),
+                l.channel.into(),
+                end.into(),
+                (orders.len() as i64).into(),
+                worker.into(),
+            ],
+        ))
+        .await?
+        .rows_affected();
+    if moved == 0 {
+        return Err(SyncError::LeaseLost);
+    }
+    for chunk in orders.chunks(CHUNK) {
+        let batch = FetchedBatch {
+            channel_id: l.channel,
+            orders: chunk.to_vec(),
+        };
+        crate::outbox::enqueue(
+            core,
+            &tx,
+            FETCHED_TOPIC,
+            serde_json::to_value(&batch).map_err(|e| ServiceError::Internal(e.into()))?,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Pushes a SKU's available quantity to every marketplace listing of it (the consumer of
+/// `inventory.available_changed`). Transient platform errors fail the event so it is retried.
+pub async fn push_available(
+    core: &Core,
+    tx: &TenantTx,
+    sku: Uuid,
+    available: i64,
+) -> anyhow::Result<usize> {
+    let rows = tx
+        .query_all_raw(stmt(
+            "SELECT l.platform_item_id, l.platform_sku_id, s.type, c.credentials_ct, c.channel_id
+             FROM listings l
+             JOIN sales_channels s ON s.tenant_id = l.tenant_id AND s.id = l.channel_id
+             JOIN channel_connections c ON c.tenant_id = l.tenant_id AND c.channel_id = l.channel_id
+             WHERE l.tenant_id = $1 AND l.sku_id = $2 AND l.listed AND l.platform_sku_id IS NOT NULL
+               AND c.status <> 'PAUSED'",
+            vec![tx.tenant().0.into(), sku.into()],
+        ))
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let dek = crate::pii::data_key(core, tx).await?;
+    let mut n = 0;
+    for r in rows {
+        let t: String = r.try_get("", "type")?;
+        let Some(channel_type) = ChannelType::parse(&t) else {
+            continue;
+        };
+        let leased = Leased {
+            tenant: tx.tenant(),
+            channel: r.try_get("", "channel_id")?,
+            channel_type,
+            credentials_ct: r.try_get("", "credentials_ct")?,
+            cursor: Utc::now(),
+        };
+        let creds = open_credentials(core, &dek, &leased)?;
+        let Some(adapter) = uphub_channels::connect(channel_type, creds) else {
+            continue;
+        };
+        let item: Option<String> = r.try_get("", "platform_item_id")?;
+        let psku: String = r.try_get("", "platform_sku_id")?;
+        adapter
+            .push_stock(item.as_deref().unwrap_or(""), &psku, available.max(0))
+            .await?;
+        n += 1;
+    }
+    Ok(n)
+}
