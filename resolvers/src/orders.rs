@@ -138,7 +138,6 @@ impl Order {
     async fn modified_at(&self) -> DateTime<Utc> {
         self.view.modified_at
     }
-    #[graphql(complexity = 10)]
     async fn lines(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<OrderLine>> {
         if let Some(l) = &self.lines {
             return Ok(l.iter().cloned().map(OrderLine).collect());

@@ -279,7 +279,7 @@ pub async fn ingest(
                 receiver_key = COALESCE(EXCLUDED.receiver_key, o.receiver_key),
                 total_fen = EXCLUDED.total_fen, post_fee_fen = EXCLUDED.post_fee_fen,
                 paid_at = COALESCE(EXCLUDED.paid_at, o.paid_at),
-                needs_attention = (SELECT array_agg(DISTINCT a) FROM unnest(
+                needs_attention = ARRAY(SELECT DISTINCT a FROM unnest(
                     array_remove(o.needs_attention, 'UNMAPPED_SKU') || EXCLUDED.needs_attention) a),
                 stock_dirty = o.stock_dirty OR EXCLUDED.stock_dirty,
                 version = o.version + 1, updated_at = now()",

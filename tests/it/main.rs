@@ -8,5 +8,6 @@ mod helpers;
 mod identity;
 mod isolation;
 mod media;
+mod orders;
 mod protection;
 mod stock;

@@ -47,7 +47,7 @@ impl FaultState {
     }
 
     /// Sets a platform's faults and restarts its RNG from the seed, so the same sequence of
-    /// calls meets the same faults.
+    /// calls meets the same faults. Bans already running keep running.
     pub fn set(&mut self, p: Platform, f: Faults) {
         let clamp = |r: f64| {
             if r.is_finite() {
@@ -63,7 +63,6 @@ impl FaultState {
             ..f
         };
         self.rngs[p.idx()] = rng_for(self.seed, p);
-        self.bans.retain(|(bp, _), _| *bp != p);
     }
 
     pub fn get(&self, p: Platform) -> Faults {

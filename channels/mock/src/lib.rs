@@ -122,7 +122,7 @@ impl MockPlatforms {
     // ---- faults --------------------------------------------------------------------------
 
     /// Faults of one platform, or of all three with `None`. Restarts the platform's fault RNG
-    /// from the seed and lifts its bans.
+    /// from the seed; bans already running keep running until they expire.
     pub fn set_faults(&self, platform: Option<Platform>, faults: Faults) {
         let mut f = lock(&self.inner.faults);
         for p in platform.map_or(Platform::ALL.to_vec(), |p| vec![p]) {

@@ -28,7 +28,7 @@ mod wechat;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -42,6 +42,36 @@ use serde::{Deserialize, Serialize};
 use crate::error::{PayError, Platform};
 use crate::keys::{Clock, PrivateKey, PublicKey, system_clock};
 use crate::wechatpay::ApiV3Key;
+
+/// Throwaway key pairs for a mock and the clients that talk to it (tests, local development).
+#[derive(Debug, Clone)]
+pub struct DevKeys {
+    pub wechat_merchant: PrivateKey,
+    pub wechat_platform: PrivateKey,
+    pub alipay_app: PrivateKey,
+    pub alipay_platform: PrivateKey,
+}
+
+impl DevKeys {
+    /// Four fresh 2048-bit keys.
+    pub fn generate() -> Result<Self, PayError> {
+        Ok(Self {
+            wechat_merchant: PrivateKey::generate(2048)?,
+            wechat_platform: PrivateKey::generate(2048)?,
+            alipay_app: PrivateKey::generate(2048)?,
+            alipay_platform: PrivateKey::generate(2048)?,
+        })
+    }
+
+    /// Generated on first use and shared for the life of the process: generation takes a
+    /// noticeable fraction of a second per key in a debug build.
+    pub fn shared() -> Result<&'static Self, PayError> {
+        static KEYS: OnceLock<Result<DevKeys, String>> = OnceLock::new();
+        KEYS.get_or_init(|| Self::generate().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| PayError::InvalidKey(e.clone()))
+    }
+}
 
 /// A merchant registered with the WeChat Pay mock.
 #[derive(Debug, Clone)]
@@ -416,7 +446,7 @@ impl PayMock {
                         notify_url: Some(t.notify_url.clone()),
                     })
                     .collect();
-            let mut ali: Vec<MockTransaction> = s
+            let ali: Vec<MockTransaction> = s
                 .ali
                 .values()
                 .map(|t| MockTransaction {
@@ -430,13 +460,13 @@ impl PayMock {
                     notify_url: t.notify_url.clone(),
                 })
                 .collect();
-            wx.sort_by(|a, b| a.out_trade_no.cmp(&b.out_trade_no));
-            ali.sort_by(|a, b| a.out_trade_no.cmp(&b.out_trade_no));
             wx.extend(ali);
+            wx.sort_by(|a, b| (a.platform, &a.out_trade_no).cmp(&(b.platform, &b.out_trade_no)));
             wx
         })
     }
 
+    /// Every refund on both platforms, WeChat Pay first, each sorted by refund number.
     pub fn refunds(&self) -> Vec<MockRefund> {
         self.with_store(|s| {
             let mut out: Vec<MockRefund> = s
@@ -459,10 +489,7 @@ impl PayMock {
                     status: "SUCCESS".to_owned(),
                 }))
                 .collect();
-            out.sort_by(|a, b| {
-                (a.platform == Platform::Alipay, &a.out_refund_no)
-                    .cmp(&(b.platform == Platform::Alipay, &b.out_refund_no))
-            });
+            out.sort_by(|a, b| (a.platform, &a.out_refund_no).cmp(&(b.platform, &b.out_refund_no)));
             out
         })
     }

@@ -597,19 +597,32 @@ fn merchant_of(mock: &PayMock, mchid: &str) -> Result<WechatMerchant, MockError>
         .ok_or_else(|| MockError::NotFound(format!("merchant {mchid}")))
 }
 
+/// One callback to send: where, about which order, and the plaintext `resource`.
+struct Callback<'a> {
+    url: &'a str,
+    out_trade_no: &'a str,
+    event_type: &'a str,
+    summary: &'a str,
+    /// `transaction` or `refund`; also the AEAD associated data.
+    original_type: &'a str,
+    plaintext: &'a [u8],
+}
+
 /// Encrypts `plaintext` into a callback envelope and delivers it with fresh signed headers per
 /// attempt. 200 or 204 acknowledges.
-#[allow(clippy::too_many_arguments)]
 async fn send_callback(
     mock: &PayMock,
     merchant: &WechatMerchant,
-    url: &str,
-    out_trade_no: &str,
-    event_type: &str,
-    summary: &str,
-    original_type: &str,
-    plaintext: &[u8],
+    cb: Callback<'_>,
 ) -> Result<DeliveryReport, MockError> {
+    let Callback {
+        url,
+        out_trade_no,
+        event_type,
+        summary,
+        original_type,
+        plaintext,
+    } = cb;
     let resource_nonce: String = nonce().chars().take(12).collect();
     let ciphertext = merchant
         .apiv3_key
@@ -684,17 +697,15 @@ pub(super) async fn pay(mock: &PayMock, out_trade_no: &str) -> Result<DeliveryRe
     let merchant = merchant_of(mock, &txn.mchid)?;
     let plain =
         serde_json::to_vec(&txn_wire(&txn)).map_err(|e| PayError::malformed("transaction", e))?;
-    send_callback(
-        mock,
-        &merchant,
-        &txn.notify_url,
+    let cb = Callback {
+        url: &txn.notify_url,
         out_trade_no,
-        "TRANSACTION.SUCCESS",
-        "支付成功",
-        "transaction",
-        &plain,
-    )
-    .await
+        event_type: "TRANSACTION.SUCCESS",
+        summary: "支付成功",
+        original_type: "transaction",
+        plaintext: &plain,
+    };
+    send_callback(mock, &merchant, cb).await
 }
 
 pub(super) async fn refund_notice(
@@ -742,15 +753,14 @@ pub(super) async fn refund_notice(
         .notify_url
         .clone()
         .unwrap_or_else(|| txn.notify_url.clone());
-    send_callback(
-        mock,
-        &merchant,
-        &url,
-        &refund.out_trade_no,
-        &format!("REFUND.{}", refund.status),
-        "退款成功",
-        "refund",
-        &plain,
-    )
-    .await
+    let event_type = format!("REFUND.{}", refund.status);
+    let cb = Callback {
+        url: &url,
+        out_trade_no: &refund.out_trade_no,
+        event_type: &event_type,
+        summary: "退款成功",
+        original_type: "refund",
+        plaintext: &plain,
+    };
+    send_callback(mock, &merchant, cb).await
 }

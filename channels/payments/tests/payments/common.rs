@@ -25,6 +25,7 @@ pub const ALI_APP_PUB: &str = include_str!("../fixtures/alipay_app.pub.pem");
 pub const ALI_PLATFORM_KEY: &str = include_str!("../fixtures/alipay_platform.key.pem");
 pub const ALI_PLATFORM_PUB: &str = include_str!("../fixtures/alipay_platform.pub.pem");
 pub const INTRUDER_KEY: &str = include_str!("../fixtures/intruder.key.pem");
+pub const INTRUDER_PUB: &str = include_str!("../fixtures/intruder.pub.pem");
 
 pub const MCHID: &str = "1900000109";
 pub const APPID: &str = "wxd678efh567hg6787";
@@ -57,8 +58,14 @@ pub fn mock_config() -> PayMockConfig {
         public_key: public(WX_MERCHANT_PUB),
         apiv3_key: apiv3_key(),
     });
-    cfg.alipay_apps.push(AlipayApp { app_id: ALI_APP_ID.into(), public_key: public(ALI_APP_PUB) });
-    cfg.notify_retry = NotifyRetry { max_attempts: 4, interval: std::time::Duration::from_millis(20) };
+    cfg.alipay_apps.push(AlipayApp {
+        app_id: ALI_APP_ID.into(),
+        public_key: public(ALI_APP_PUB),
+    });
+    cfg.notify_retry = NotifyRetry {
+        max_attempts: 4,
+        interval: std::time::Duration::from_millis(20),
+    };
     cfg
 }
 
@@ -85,6 +92,9 @@ pub fn alipay_config(gateway_url: &str) -> AlipayConfig {
     }
 }
 
+/// A callback as received: its `wechatpay-*` headers (lowercase names) and body.
+pub type RawCallback = (Vec<(String, String)>, String);
+
 /// The merchant side: our clients, and an HTTP receiver for callbacks that verifies them with
 /// those clients before acknowledging.
 pub struct Receiver {
@@ -96,6 +106,10 @@ pub struct Receiver {
     pub rejected: Mutex<Vec<&'static str>>,
     /// Answer this many callbacks with an error first, to exercise retries.
     pub fail_first: AtomicU32,
+    /// Every WeChat Pay callback as received: `Wechatpay-*` headers and body.
+    pub raw_wx: Mutex<Vec<RawCallback>>,
+    /// Every Alipay notify form body as received.
+    pub raw_ali: Mutex<Vec<String>>,
 }
 
 pub struct Env {
@@ -116,20 +130,30 @@ impl Env {
         let base_url = format!("http://{addr}");
         let receiver = Arc::new(Receiver {
             wechat: WechatPayClient::new(wechat_config(&base_url)).expect("client"),
-            alipay: AlipayClient::new(alipay_config(&format!("{base_url}/gateway.do"))).expect("client"),
+            alipay: AlipayClient::new(alipay_config(&format!("{base_url}/gateway.do")))
+                .expect("client"),
             wx_events: Mutex::new(Vec::new()),
             ali_events: Mutex::new(Vec::new()),
             rejected: Mutex::new(Vec::new()),
             fail_first: AtomicU32::new(0),
+            raw_wx: Mutex::new(Vec::new()),
+            raw_ali: Mutex::new(Vec::new()),
         });
         let app = Router::new()
             .route("/wx/notify", post(wx_notify))
             .route("/ali/notify", post(ali_notify))
             .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let notify_addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { mock, base_url, receiver, notify_base: format!("http://{notify_addr}") }
+        Self {
+            mock,
+            base_url,
+            receiver,
+            notify_base: format!("http://{notify_addr}"),
+        }
     }
 
     pub fn wechat(&self) -> &WechatPayClient {
@@ -156,8 +180,26 @@ fn should_fail(r: &Receiver) -> bool {
 }
 
 async fn wx_notify(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
+    let wechatpay_headers = headers
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("wechatpay-"))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    r.raw_wx.lock().unwrap().push((
+        wechatpay_headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ));
     if should_fail(&r) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, r#"{"code":"FAIL","message":"busy"}"#).into_response();
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"code":"FAIL","message":"busy"}"#,
+        )
+            .into_response();
     }
     match r.wechat.parse_notification(&headers, &body) {
         Ok(n) => {
@@ -166,12 +208,20 @@ async fn wx_notify(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Byt
         }
         Err(e) => {
             r.rejected.lock().unwrap().push(e.code());
-            (StatusCode::BAD_REQUEST, format!(r#"{{"code":"FAIL","message":"{}"}}"#, e.code())).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                format!(r#"{{"code":"FAIL","message":"{}"}}"#, e.code()),
+            )
+                .into_response()
         }
     }
 }
 
 async fn ali_notify(State(r): State<Arc<Receiver>>, body: Bytes) -> Response {
+    r.raw_ali
+        .lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&body).into_owned());
     if should_fail(&r) {
         return "fail".into_response();
     }

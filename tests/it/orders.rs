@@ -1,0 +1,488 @@
+//! Marketplace orders end to end: the platform mocks, the adapters, the sync worker, the bus,
+//! the ingest consumer, the stock engine and GraphQL — and the other tenant seeing none of it.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uphub_channels_mock::{
+    LineSpec, MockConfig, MockPlatforms, OrderEvent, OrderSpec, Platform, Receiver, ShopSpec,
+};
+use uphub_services::outbox::RelayFaults;
+
+use crate::helpers::{Options, TestApp, code, spawn_app_with};
+
+pub struct Market {
+    pub mock: MockPlatforms,
+    pub url: String,
+}
+
+pub async fn start_mock(seed: u64) -> Market {
+    let mock = MockPlatforms::new(MockConfig {
+        seed,
+        ..MockConfig::default()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(mock.clone().serve(listener));
+    Market { mock, url }
+}
+
+pub fn shop(platform: Platform, shop_id: &str) -> ShopSpec {
+    ShopSpec {
+        platform,
+        shop_id: shop_id.into(),
+        app_key: format!("key-{shop_id}"),
+        app_secret: format!("secret-{shop_id}-0123456789"),
+        access_token: format!("token-{shop_id}"),
+        refresh_token: format!("refresh-{shop_id}"),
+        webhook_url: None,
+    }
+}
+
+pub fn channel_type(p: Platform) -> &'static str {
+    match p {
+        Platform::Taobao => "TAOBAO",
+        Platform::Douyin => "DOUYIN",
+        Platform::Xiaohongshu => "XIAOHONGSHU",
+    }
+}
+
+/// Registers the shop on the mock and connects it to the tenant; returns the channel id.
+pub async fn connect(app: &TestApp, token: &str, m: &Market, p: Platform, shop_id: &str) -> String {
+    let s = shop(p, shop_id);
+    m.mock.add_shop(s.clone());
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: ChannelConnectInput!) { channelConnect(input: $i) {
+                connection { channel { id } status } userErrors { code field message } } }",
+            json!({"i": {"type": channel_type(p), "shopId": shop_id, "appKey": s.app_key,
+                         "appSecret": s.app_secret, "accessToken": s.access_token,
+                         "refreshToken": s.refresh_token, "baseUrl": m.url,
+                         "syncFrom": (chrono::Utc::now() - chrono::Duration::minutes(5)).to_rfc3339()}}),
+        )
+        .await;
+    assert_eq!(r["data"]["channelConnect"]["userErrors"], json!([]), "{r}");
+    r["data"]["channelConnect"]["connection"]["channel"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn fast_sync() -> Options {
+    Options {
+        tweak: |c| c.channel_sync_every_ms = 300,
+        ..Options::default()
+    }
+}
+
+/// A physical product with one SKU `code` and `qty` units in a new warehouse.
+pub async fn stocked_sku(app: &TestApp, token: &str, code_: &str, qty: i32) -> (String, String) {
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: ProductCreateInput!) { productCreate(input: $i) { product { skus { id } } userErrors { code message } } }",
+            json!({"i": {"title": format!("Tee {code_}"), "kind": "PHYSICAL",
+                         "skus": [{"code": code_, "name": "M", "weightGrams": 200, "price": {"amount": "99.00", "currency": "CNY"}}]}}),
+        )
+        .await;
+    let sku = r["data"]["productCreate"]["product"]["skus"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }",
+            json!({"i": {"code": format!("WH-{code_}"), "name": "Main"}}),
+        )
+        .await;
+    let wh = r["data"]["warehouseCreate"]["warehouse"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }",
+            json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": qty, "changeFrom": 0}}),
+        )
+        .await;
+    assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
+    (sku, wh)
+}
+
+pub fn buyer(name: &str) -> Receiver {
+    Receiver {
+        name: name.into(),
+        phone: "13800138000".into(),
+        province: "浙江省".into(),
+        city: "杭州市".into(),
+        district: "西湖区".into(),
+        address: "文三路 100 号".into(),
+    }
+}
+
+pub fn line(code_: &str, qty: i64) -> LineSpec {
+    LineSpec {
+        item_id: format!("item-{code_}"),
+        sku_id: format!("psku-{code_}"),
+        outer_sku_code: code_.into(),
+        title: format!("Tee {code_}"),
+        quantity: qty,
+        price_fen: 9900,
+    }
+}
+
+const ORDER_FIELDS: &str = "id platformOrderId status stockState needsAttention channelType
+    total { amount currency }
+    lines { id skuId quantity afterSales fulfillmentId }
+    receiver { name phone address masked }";
+
+/// Polls `orders` until `pred` holds for the list (or panics after `secs`).
+pub async fn wait_orders(
+    app: &TestApp,
+    token: &str,
+    secs: u64,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r = app
+            .gql(
+                Some(token),
+                &format!("{{ orders(first: 30) {{ edges {{ node {{ {ORDER_FIELDS} }} }} }} }}"),
+                json!({}),
+            )
+            .await;
+        let list: Vec<Value> = r["data"]["orders"]["edges"]
+            .as_array()
+            .map(|e| e.iter().map(|x| x["node"].clone()).collect())
+            .unwrap_or_default();
+        if code(&r) == "RATE_LIMITED" {
+            let ms = r["errors"][0]["extensions"]["retryAfterMs"]
+                .as_u64()
+                .unwrap_or(500);
+            tokio::time::sleep(Duration::from_millis(ms + 50)).await;
+            continue;
+        }
+        assert!(r["errors"].is_null(), "{r}");
+        if pred(&list) {
+            return list;
+        }
+        if Instant::now() > deadline {
+            let c = app
+                .gql(Some(token), "{ channelConnections { status syncCursor lastSyncAt lastError ordersFetched channel { type } } }", json!({}))
+                .await;
+            panic!("timed out; connections {c}; last answer {r}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn inventory(app: &TestApp, token: &str, sku: &str) -> Value {
+    let r = app
+        .gql(
+            Some(token),
+            "query($id: ID!) { sku(id: $id) { inventory { onHand reserved held available } } }",
+            json!({"id": sku}),
+        )
+        .await;
+    r["data"]["sku"]["inventory"].clone()
+}
+
+fn by_pid<'a>(list: &'a [Value], pid: &str) -> Option<&'a Value> {
+    list.iter().find(|o| o["platformOrderId"] == pid)
+}
+
+#[tokio::test]
+async fn marketplace_orders_land_once_take_stock_merge_and_stay_invisible_to_the_other_tenant() {
+    let mut app = spawn_app_with(fast_sync()).await;
+    app.start_worker(RelayFaults::default()).await;
+    let m = start_mock(7).await;
+    let token = app.a.token.clone();
+    let (sku, _wh) = stocked_sku(&app, &token, "TEE-M", 10).await;
+    connect(&app, &token, &m, Platform::Taobao, "tb-shop-1").await;
+    connect(&app, &token, &m, Platform::Douyin, "dy-shop-1").await;
+
+    // The same buyer orders on Taobao and on Douyin to the same address; one unmapped line.
+    let tb = m
+        .mock
+        .place_order(OrderSpec {
+            platform: Platform::Taobao,
+            shop_id: "tb-shop-1".into(),
+            buyer_id: "tb-buyer".into(),
+            receiver: buyer("张三"),
+            lines: vec![line("TEE-M", 2)],
+            post_fee_fen: 0,
+            paid: true,
+        })
+        .unwrap();
+    let dy = m
+        .mock
+        .place_order(OrderSpec {
+            platform: Platform::Douyin,
+            shop_id: "dy-shop-1".into(),
+            buyer_id: "dy-buyer".into(),
+            receiver: Receiver {
+                address: "文三路100号".into(),
+                ..buyer("张三")
+            },
+            lines: vec![line("TEE-M", 1)],
+            post_fee_fen: 0,
+            paid: true,
+        })
+        .unwrap();
+    let unmapped = m
+        .mock
+        .place_order(OrderSpec {
+            platform: Platform::Douyin,
+            shop_id: "dy-shop-1".into(),
+            buyer_id: "dy-buyer-2".into(),
+            receiver: buyer("李四"),
+            lines: vec![line("NOT-OURS", 1)],
+            post_fee_fen: 0,
+            paid: false,
+        })
+        .unwrap();
+
+    let list = wait_orders(&app, &token, 60, |l| {
+        [&tb, &dy].iter().all(|p| {
+            by_pid(l, p).is_some_and(|o| {
+                o["stockState"] == "RESERVED" && o["lines"][0]["fulfillmentId"].is_string()
+            })
+        }) && by_pid(l, &unmapped).is_some()
+    })
+    .await;
+    let tb_order = by_pid(&list, &tb).unwrap().clone();
+    let dy_order = by_pid(&list, &dy).unwrap().clone();
+    assert_eq!(tb_order["status"], "PAID");
+    assert_eq!(tb_order["channelType"], "TAOBAO");
+    assert_eq!(
+        tb_order["total"],
+        json!({"amount": "198.00", "currency": "CNY"})
+    );
+    assert_eq!(tb_order["lines"][0]["skuId"], sku);
+    // The owner holds PII_READ: the receiver is decrypted (and the read audited).
+    assert_eq!(tb_order["receiver"]["masked"], false, "{tb_order}");
+    assert_eq!(tb_order["receiver"]["name"], "张三");
+    let un = by_pid(&list, &unmapped).unwrap();
+    assert_eq!(un["status"], "PENDING_PAYMENT");
+    assert_eq!(un["needsAttention"], json!(["UNMAPPED_SKU"]));
+    assert_eq!(un["lines"][0]["skuId"], Value::Null);
+    assert_eq!(list.len(), 3, "each platform order exactly once");
+    assert_eq!(
+        inventory(&app, &token, &sku).await,
+        json!({"onHand": 10, "reserved": 3, "held": 0, "available": 7})
+    );
+
+    // Suggested merge (the default mode): the two orders of 张三 ship together.
+    let r = app
+        .gql(
+            Some(&token),
+            "{ fulfillmentSuggestions { fulfillments { id orderIds status } } }",
+            json!({}),
+        )
+        .await;
+    let groups = r["data"]["fulfillmentSuggestions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(groups.len(), 1, "{r}");
+    let r = app
+        .gql(
+            Some(&token),
+            "mutation($i: OrdersMergeInput!) { ordersMerge(input: $i) { fulfillment { id orderIds merged } userErrors { code message } } }",
+            json!({"i": {"orderIds": [tb_order["id"], dy_order["id"]]}}),
+        )
+        .await;
+    let merged = &r["data"]["ordersMerge"]["fulfillment"];
+    assert_eq!(merged["merged"], true, "{r}");
+    assert_eq!(merged["orderIds"].as_array().unwrap().len(), 2);
+
+    // The other tenant: nothing to see, nothing to touch.
+    let other = app.b.token.clone();
+    let r = app
+        .gql(Some(&other), "{ orders(first: 10) { edges { node { id } } } channelConnections { status } fulfillmentSuggestions { fulfillments { id } } }", json!({}))
+        .await;
+    assert_eq!(r["data"]["orders"]["edges"], json!([]), "{r}");
+    assert_eq!(r["data"]["channelConnections"], json!([]));
+    assert_eq!(r["data"]["fulfillmentSuggestions"], json!([]));
+    let r = app
+        .gql(
+            Some(&other),
+            "query($id: ID!) { order(id: $id) { id } }",
+            json!({"id": tb_order["id"]}),
+        )
+        .await;
+    assert_eq!(r["data"]["order"], Value::Null, "{r}");
+    let r = app
+        .gql(
+            Some(&other),
+            "mutation($i: OrdersMergeInput!) { ordersMerge(input: $i) { fulfillment { id } userErrors { code } } }",
+            json!({"i": {"orderIds": [tb_order["id"], dy_order["id"]]}}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["ordersMerge"]["userErrors"][0]["code"], "NOT_FOUND",
+        "{r}"
+    );
+    let r = app
+        .gql(
+            Some(&other),
+            "mutation($i: OrderSplitInput!) { orderSplit(input: $i) { userErrors { code } } }",
+            json!({"i": {"orderId": tb_order["id"], "lineIds": [tb_order["lines"][0]["id"]]}}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["orderSplit"]["userErrors"][0]["code"], "NOT_FOUND",
+        "{r}"
+    );
+
+    // Refund before shipping gives the units back; shipping takes them off the shelf.
+    m.mock
+        .set_status(Platform::Taobao, &tb, OrderEvent::Refund)
+        .unwrap();
+    m.mock
+        .set_status(
+            Platform::Douyin,
+            &dy,
+            OrderEvent::Ship {
+                company_code: "SF".into(),
+                tracking_no: "SF100".into(),
+                line_ids: vec![],
+            },
+        )
+        .unwrap();
+    wait_orders(&app, &token, 60, |l| {
+        by_pid(l, &tb).is_some_and(|o| o["status"] == "CANCELLED" && o["stockState"] == "RELEASED")
+            && by_pid(l, &dy)
+                .is_some_and(|o| o["status"] == "SHIPPED" && o["stockState"] == "CONFIRMED")
+    })
+    .await;
+    assert_eq!(
+        inventory(&app, &token, &sku).await,
+        json!({"onHand": 9, "reserved": 0, "held": 0, "available": 9})
+    );
+
+    // The timeline tells the story.
+    let r = app
+        .gql(
+            Some(&token),
+            "query($id: ID!) { order(id: $id) { timeline { kind fromStatus toStatus } } }",
+            json!({"id": tb_order["id"]}),
+        )
+        .await;
+    let kinds: Vec<String> = r["data"]["order"]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    for k in ["CREATED", "STOCK", "MERGED", "STATUS_CHANGED"] {
+        assert!(kinds.contains(&k.to_string()), "{k} missing from {kinds:?}");
+    }
+
+    // The connection shows its progress.
+    let r = app
+        .gql(
+            Some(&token),
+            "{ channelConnections { status ordersFetched lagSeconds lastError channel { type } } }",
+            json!({}),
+        )
+        .await;
+    let conns = r["data"]["channelConnections"].as_array().unwrap();
+    assert_eq!(conns.len(), 2, "{r}");
+    assert!(
+        conns
+            .iter()
+            .all(|c| c["status"] == "ACTIVE" && c["ordersFetched"].as_i64().unwrap() >= 1),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn in_automatic_mode_one_receivers_orders_from_two_platforms_merge_by_themselves() {
+    let mut app = spawn_app_with(fast_sync()).await;
+    app.start_worker(RelayFaults::default()).await;
+    let m = start_mock(11).await;
+    let token = app.a.token.clone();
+    stocked_sku(&app, &token, "MUG-1", 5).await;
+    let r = app
+        .gql(
+            Some(&token),
+            "mutation { orderMergeModeSet(input: {mode: AUTO}) { mode userErrors { code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["orderMergeModeSet"]["mode"], "AUTO", "{r}");
+    connect(&app, &token, &m, Platform::Taobao, "tb-auto").await;
+    connect(&app, &token, &m, Platform::Xiaohongshu, "xhs-auto").await;
+    let mut ids = Vec::new();
+    for (p, shop_id) in [
+        (Platform::Taobao, "tb-auto"),
+        (Platform::Xiaohongshu, "xhs-auto"),
+    ] {
+        ids.push(
+            m.mock
+                .place_order(OrderSpec {
+                    platform: p,
+                    shop_id: shop_id.into(),
+                    buyer_id: format!("{shop_id}-buyer"),
+                    receiver: buyer("王五"),
+                    lines: vec![line("MUG-1", 1)],
+                    post_fee_fen: 0,
+                    paid: true,
+                })
+                .unwrap(),
+        );
+    }
+    let list = wait_orders(&app, &token, 60, |l| {
+        ids.iter()
+            .all(|p| by_pid(l, p).is_some_and(|o| o["lines"][0]["fulfillmentId"].is_string()))
+    })
+    .await;
+    let f: Vec<&Value> = ids
+        .iter()
+        .map(|p| &by_pid(&list, p).unwrap()["lines"][0]["fulfillmentId"])
+        .collect();
+    assert_eq!(f[0], f[1], "one fulfilment for both orders: {list:?}");
+    let r = app
+        .gql(
+            Some(&token),
+            "query($ids: [ID!]!) { fulfillments(ids: $ids) { merged orderIds } }",
+            json!({"ids": [f[0]]}),
+        )
+        .await;
+    assert_eq!(r["data"]["fulfillments"][0]["merged"], true, "{r}");
+
+    // Without PII_READ the receiver stays masked: an API key scoped to ORDER_READ.
+    let r = app
+        .gql(
+            Some(&token),
+            "mutation { apiKeyCreate(input: {name: \"reader\", scopes: [\"ORDER_READ\"]}) { secret userErrors { code message } } }",
+            json!({}),
+        )
+        .await;
+    let key = r["data"]["apiKeyCreate"]["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let list = wait_orders(&app, &key, 5, |l| !l.is_empty()).await;
+    assert!(
+        list.iter().all(|o| o["receiver"]["masked"] == true),
+        "{list:?}"
+    );
+    assert!(
+        list.iter().all(|o| o["receiver"]["name"] != "王五"),
+        "{list:?}"
+    );
+    let r = app
+        .gql(
+            Some(&key),
+            "mutation { orderMergeModeSet(input: {mode: OFF}) { mode userErrors { code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), "FORBIDDEN", "{r}");
+}
