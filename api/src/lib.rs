@@ -1,5 +1,6 @@
 //! The HTTP edge and the process roles: `serve` (gateway) and `worker` (relay + consumers).
 
+pub mod cli;
 pub mod metrics;
 
 use std::net::SocketAddr;

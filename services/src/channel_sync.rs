@@ -340,6 +340,21 @@ impl From<sea_orm::DbErr> for SyncError {
     }
 }
 
+fn adapter_for(
+    core: &Core,
+    channel: ChannelType,
+    creds: Credentials,
+) -> Result<Option<Box<dyn Marketplace>>, ChannelError> {
+    uphub_channels::connect_with(
+        channel,
+        creds,
+        uphub_channels::HttpConfig {
+            timeout: Duration::from_millis(core.cfg.channel_timeout_ms),
+            ..Default::default()
+        },
+    )
+}
+
 /// Decrypts the stored credentials of a connection.
 fn open_credentials(
     core: &Core,
@@ -358,7 +373,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     let dek = crate::pii::data_key(core, &tx).await?;
     tx.commit().await?;
     let creds = open_credentials(core, &dek, l)?;
-    let Some(adapter) = uphub_channels::connect(l.channel_type, creds.clone()) else {
+    let Some(adapter) = adapter_for(core, l.channel_type, creds.clone())? else {
         return Err(ServiceError::Invalid(InvalidInput {
             field: "type",
             message: format!("{} has no marketplace adapter", l.channel_type.as_str()),
@@ -566,7 +581,7 @@ pub async fn push_available(
             cursor: Utc::now(),
         };
         let creds = open_credentials(core, &dek, &leased)?;
-        let Some(adapter) = uphub_channels::connect(channel_type, creds) else {
+        let Some(adapter) = adapter_for(core, channel_type, creds)? else {
             continue;
         };
         let item: Option<String> = r.try_get("", "platform_item_id")?;

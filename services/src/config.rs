@@ -64,6 +64,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// How often each marketplace connection is pulled (`UPHUB_CHANNEL_SYNC_EVERY_MS`, default 5000).
     pub channel_sync_every_ms: u64,
+    /// Per-request timeout of marketplace calls (`UPHUB_CHANNEL_TIMEOUT_MS`, default 10000).
+    pub channel_timeout_ms: u64,
 }
 
 /// Where uploaded media is stored and how large it may be.
@@ -293,6 +295,7 @@ impl Config {
             queue_expires_ms: var("UPHUB_QUEUE_EXPIRES_MS").and_then(|v| v.parse().ok()),
             media: media_config(var)?,
             channel_sync_every_ms: parsed(var, "UPHUB_CHANNEL_SYNC_EVERY_MS", 5000u64)?,
+            channel_timeout_ms: parsed(var, "UPHUB_CHANNEL_TIMEOUT_MS", 10_000u64)?,
         })
     }
 }

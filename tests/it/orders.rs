@@ -486,3 +486,251 @@ async fn in_automatic_mode_one_receivers_orders_from_two_platforms_merge_by_them
         .await;
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
 }
+
+/// A worker process of this test's instance (same database, namespace, Redis and RabbitMQ).
+fn spawn_worker(app: &TestApp) -> std::process::Child {
+    let cfg = &app.core.cfg;
+    std::process::Command::new(env!("CARGO_BIN_EXE_uphub-it"))
+        .arg("worker")
+        .env("DATABASE_URL", &cfg.database_url)
+        .env("UPHUB_NAMESPACE", &cfg.namespace)
+        .env("REDIS_URL", &cfg.redis_url)
+        .env("AMQP_URL", &cfg.amqp_url)
+        .env("UPHUB_QUEUE_EXPIRES_MS", "600000")
+        .env("UPHUB_CHANNEL_SYNC_EVERY_MS", "300")
+        .env("UPHUB_CHANNEL_TIMEOUT_MS", "1500")
+        .env("UPHUB_MAIL_DIR", std::env::temp_dir().join("uphub-it-mail"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("worker process")
+}
+
+fn sigkill(child: &mut std::process::Child) {
+    // Child::kill sends SIGKILL on Unix: no shutdown hook runs.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn sql_rows(app: &TestApp, sql: &str) -> Vec<sea_orm::QueryResult> {
+    use sea_orm::ConnectionTrait;
+    app.core
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await
+        .unwrap()
+}
+
+fn mapped_status(t: &uphub_channels_mock::TruthOrder) -> &'static str {
+    use uphub_domain::order as d;
+    let s = match t.platform {
+        Platform::Taobao => d::from_taobao(&t.status),
+        Platform::Douyin => d::from_doudian(t.status.parse().unwrap()),
+        Platform::Xiaohongshu => d::from_xhs(t.status.parse().unwrap()),
+    };
+    s.unwrap().as_str()
+}
+
+#[tokio::test]
+async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
+    use uphub_channels_mock::{Faults, PerPlatform, Scenario, ScenarioSku};
+    let app = spawn_app_with(fast_sync()).await;
+    let m = start_mock(2026).await;
+    let token = app.a.token.clone();
+    let mut skus = Vec::new();
+    for i in 1..=5 {
+        skus.push(
+            stocked_sku(&app, &token, &format!("SC-{i}"), 100_000)
+                .await
+                .0,
+        );
+    }
+    let shops = [
+        (Platform::Taobao, "tb-storm"),
+        (Platform::Douyin, "dy-storm"),
+        (Platform::Xiaohongshu, "xhs-storm"),
+    ];
+    for (p, s) in shops {
+        connect(&app, &token, &m, p, s).await;
+    }
+    let scenario_skus = |p: &str| -> Vec<ScenarioSku> {
+        (1..=5)
+            .map(|i| ScenarioSku {
+                item_id: format!("{p}-item-{i}"),
+                sku_id: format!("{p}-sku-{i}"),
+                outer_sku_code: format!("SC-{i}"),
+                price_fen: 1000 * i,
+            })
+            .collect()
+    };
+    let orders: u32 = std::env::var("UPHUB_IT_STORM_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    m.mock.set_faults(
+        None,
+        Faults {
+            error_5xx_rate: 0.2,
+            throttle_rate: 0.03,
+            ban_seconds: 1,
+            timeout_rate: 0.01,
+            timeout_ms: 2500,
+        },
+    );
+    m.mock
+        .start_scenario(Scenario {
+            seed: 42,
+            orders_per_platform: PerPlatform {
+                taobao: orders * 34 / 100,
+                douyin: orders * 33 / 100,
+                xiaohongshu: orders - orders * 34 / 100 - orders * 33 / 100,
+            },
+            buyers: orders * 6 / 10,
+            duration_ms: 20_000,
+            skus: PerPlatform {
+                taobao: scenario_skus("tb"),
+                douyin: scenario_skus("dy"),
+                xiaohongshu: scenario_skus("xhs"),
+            },
+            shared_buyer_fraction: 0.1,
+        })
+        .unwrap();
+
+    // The worker dies twice with SIGKILL in the middle of the storm.
+    let mut w = spawn_worker(&app);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sigkill(&mut w);
+    let mut w = spawn_worker(&app);
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    sigkill(&mut w);
+    let mut w = spawn_worker(&app);
+    let progress = m.mock.wait_scenario().await;
+    assert!(progress.done, "{progress:?}");
+    let truth = m.mock.truth();
+    assert_eq!(truth.len() as u32, orders);
+    // Faults off for the tail only to shorten it; every fault path has been exercised by now.
+    let stats = m.mock.fault_stats();
+    assert!(
+        stats.taobao.error_5xx > 0 && stats.douyin.throttled + stats.douyin.refused_banned > 0,
+        "{stats:?}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let mut last_mismatch = String::new();
+    loop {
+        let rows = sql_rows(
+            &app,
+            "SELECT channel_type, platform_order_id, status, stock_dirty FROM orders",
+        )
+        .await;
+        let ours: std::collections::HashMap<(String, String), (String, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (
+                        r.try_get("", "channel_type").unwrap(),
+                        r.try_get("", "platform_order_id").unwrap(),
+                    ),
+                    (
+                        r.try_get("", "status").unwrap(),
+                        r.try_get("", "stock_dirty").unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        let mismatches: Vec<String> = truth
+            .iter()
+            .filter_map(|t| {
+                let want = mapped_status(t);
+                match ours.get(&(
+                    channel_type(t.platform).to_string(),
+                    t.platform_order_id.clone(),
+                )) {
+                    Some((s, dirty)) if s == want && !dirty => None,
+                    other => Some(format!(
+                        "{} {} want {want} got {other:?}",
+                        t.platform, t.platform_order_id
+                    )),
+                }
+            })
+            .collect();
+        if mismatches.is_empty() && rows.len() == truth.len() {
+            break;
+        }
+        last_mismatch = format!(
+            "{} of {} differ (we hold {}), e.g. {:?}",
+            mismatches.len(),
+            truth.len(),
+            rows.len(),
+            mismatches.iter().take(3).collect::<Vec<_>>()
+        );
+        assert!(Instant::now() < deadline, "{last_mismatch}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sigkill(&mut w);
+    let _ = last_mismatch;
+
+    // Exactly once: the unique key holds it, and the count matches the platforms'.
+    let n = sql_rows(
+        &app,
+        "SELECT count(*) AS n, count(DISTINCT (channel_id, platform_order_id)) AS d FROM orders",
+    )
+    .await;
+    assert_eq!(n[0].try_get::<i64>("", "n").unwrap(), orders as i64);
+    assert_eq!(n[0].try_get::<i64>("", "d").unwrap(), orders as i64);
+
+    // The stock adds up: levels = ledger sums; reserved = open order reservations; on-hand
+    // dropped by exactly the units of shipped orders.
+    let levels = sql_rows(
+        &app,
+        "SELECT l.sku_id, l.on_hand, l.reserved,
+            (SELECT coalesce(sum(delta_on_hand), 0) FROM inventory_ledger g WHERE g.sku_id = l.sku_id)::bigint AS led_on_hand,
+            (SELECT coalesce(sum(delta_reserved), 0) FROM inventory_ledger g WHERE g.sku_id = l.sku_id)::bigint AS led_reserved,
+            (SELECT coalesce(sum(ol.quantity), 0) FROM order_lines ol JOIN orders o ON o.tenant_id = ol.tenant_id AND o.id = ol.order_id
+               WHERE ol.sku_id = l.sku_id AND o.stock_state = 'RESERVED' AND ol.after_sales <> 'REFUNDED')::bigint AS open_units,
+            (SELECT coalesce(sum(ol.quantity), 0) FROM order_lines ol JOIN orders o ON o.tenant_id = ol.tenant_id AND o.id = ol.order_id
+               WHERE ol.sku_id = l.sku_id AND o.stock_state = 'CONFIRMED' AND ol.after_sales <> 'REFUNDED')::bigint AS shipped_units
+         FROM inventory_levels l",
+    )
+    .await;
+    assert_eq!(levels.len(), 5);
+    let mut moved = 0;
+    for r in &levels {
+        let on_hand: i32 = r.try_get("", "on_hand").unwrap();
+        let reserved: i32 = r.try_get("", "reserved").unwrap();
+        assert_eq!(on_hand as i64, r.try_get::<i64>("", "led_on_hand").unwrap());
+        assert_eq!(
+            reserved as i64,
+            r.try_get::<i64>("", "led_reserved").unwrap()
+        );
+        assert_eq!(reserved as i64, r.try_get::<i64>("", "open_units").unwrap());
+        assert_eq!(
+            100_000 - on_hand as i64,
+            r.try_get::<i64>("", "shipped_units").unwrap()
+        );
+        moved += reserved as i64 + (100_000 - on_hand as i64);
+    }
+    assert!(moved > 0);
+    // Every paid, unshipped order holds its units; nothing is short with this much stock.
+    let bad = sql_rows(
+        &app,
+        "SELECT count(*) AS n FROM orders WHERE (status IN ('PAID','PROCESSING') AND stock_state <> 'RESERVED')
+            OR (status IN ('SHIPPED','COMPLETED','PARTIALLY_SHIPPED') AND stock_state <> 'CONFIRMED')
+            OR (status = 'CANCELLED' AND stock_state NOT IN ('RELEASED'))",
+    )
+    .await;
+    assert_eq!(bad[0].try_get::<i64>("", "n").unwrap(), 0);
+
+    // Tenant B sees none of it.
+    let r = app
+        .gql(
+            Some(&app.b.token),
+            "{ orders(first: 5) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["orders"]["edges"], json!([]), "{r}");
+}

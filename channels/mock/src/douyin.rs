@@ -8,6 +8,7 @@ use axum::extract::State as AxState;
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDateTime;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uphub_channels::sign::{doudian_sign, same_signature};
 
@@ -16,8 +17,8 @@ use crate::faults::Fault;
 use crate::state::{Order, PushJob, Stage, State, TokenProblem, doudian_cipher};
 use crate::types::{MockConfig, MockError, OrderEvent, Platform};
 use crate::wire::{
-    CST, Params, boolean, id_value, int, mask_address, mask_name, mask_phone, now_ms,
-    parse_urlencoded, text,
+    CST, Id, Params, boolean, id_value, int, json_text, mask_address, mask_name, mask_phone,
+    now_ms, parse_urlencoded, text, to_json,
 };
 
 const P: Platform = Platform::Douyin;
@@ -68,17 +69,16 @@ pub(crate) async fn handle(
         let log_id = st.request_id();
         match call(&mut st, m.config(), &api, &q, &raw, now_ms()) {
             Ok((data, jobs)) => (
-                json!({
-                    "code": 10000, "msg": "success", "sub_code": "", "sub_msg": "",
-                    "log_id": log_id, "data": data,
-                }),
+                format!(
+                    r#"{{"code":10000,"msg":"success","sub_code":"","sub_msg":"","log_id":"{log_id}","data":{data}}}"#
+                ),
                 jobs,
             ),
-            Err(e) => (e.body(&log_id), Vec::new()),
+            Err(e) => (e.body(&log_id).to_string(), Vec::new()),
         }
     };
     m.dispatch(jobs);
-    Json(answer).into_response()
+    json_text(answer)
 }
 
 #[derive(Debug)]
@@ -139,7 +139,8 @@ impl DdErr {
     }
 }
 
-type Outcome = Result<(Value, Vec<PushJob>), DdErr>;
+/// The answer's `data` as JSON text, and the pushes the call caused.
+type Outcome = Result<(String, Vec<PushJob>), DdErr>;
 
 /// Unix seconds (official SDK) or `yyyy-MM-dd HH:mm:ss` GMT+8 (older SDKs), in ms.
 fn parse_timestamp(ts: &str) -> Option<i64> {
@@ -172,9 +173,9 @@ fn call(st: &mut State, cfg: &MockConfig, api: &str, q: &Params, raw: &str, now:
     let ts = q
         .non_empty("timestamp")
         .ok_or_else(|| DdErr::missing_sys("isv.timestamp-missing", "timestamp"))?;
-    let tolerance = i64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(i64::MAX);
+    let tolerance = u64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(u64::MAX);
     match parse_timestamp(ts) {
-        Some(t) if (t - now).abs() <= tolerance => {}
+        Some(t) if t.abs_diff(now) <= tolerance => {}
         Some(_) => {
             return Err(DdErr::invalid_sys(
                 "isv.timestamp-invalid",
@@ -221,8 +222,12 @@ fn call(st: &mut State, cfg: &MockConfig, api: &str, q: &Params, raw: &str, now:
         }
     };
     match method {
-        "token.refresh" => return token_refresh(st, app_key, &param).map(|d| (d, Vec::new())),
-        "token.create" => return token_create(st, app_key, &param).map(|d| (d, Vec::new())),
+        "token.refresh" => {
+            return token_refresh(st, app_key, &param).map(|d| (d.to_string(), Vec::new()));
+        }
+        "token.create" => {
+            return token_create(st, app_key, &param).map(|d| (d.to_string(), Vec::new()));
+        }
         _ => {}
     }
     let shop = match st.shop_by_token(P, app_key, q.get("access_token")) {
@@ -246,16 +251,23 @@ fn call(st: &mut State, cfg: &MockConfig, api: &str, q: &Params, raw: &str, now:
             ));
         }
     };
-    let none = |v: Value| Ok((v, Vec::new()));
+    let none = |v: Value| Ok((v.to_string(), Vec::new()));
     match method {
-        "order.searchList" => none(search_list(st, &shop, &param)?),
+        "order.searchList" => Ok((search_list(st, &shop, &param)?, Vec::new())),
         "order.orderDetail" => {
             let id =
                 text(param.get("shop_order_id")).ok_or_else(|| DdErr::missing("shop_order_id"))?;
             let o = st
                 .shop_order(P, &shop, &id)
                 .ok_or_else(|| DdErr::business("isv.order-not-exist", "订单不存在"))?;
-            none(json!({ "shop_order_detail": shop_order(o) }))
+            #[derive(Serialize)]
+            struct Detail<'a> {
+                shop_order_detail: ShopOrderView<'a>,
+            }
+            let detail = Detail {
+                shop_order_detail: ShopOrderView::of(o),
+            };
+            Ok((to_json(&detail), Vec::new()))
         }
         "order.batchDecrypt" => none(batch_decrypt(st, &shop, &param)?),
         "order.logisticsAdd" => logistics_add(st, &shop, &param, now),
@@ -324,7 +336,7 @@ fn token_create(st: &State, app_key: &str, param: &Map<String, Value>) -> Result
     Ok(token_data(&shop.spec))
 }
 
-fn search_list(st: &State, shop: &str, param: &Map<String, Value>) -> Result<Value, DdErr> {
+fn search_list(st: &State, shop: &str, param: &Map<String, Value>) -> Result<String, DdErr> {
     let num = |name: &str| -> Result<Option<i64>, DdErr> {
         match param.get(name) {
             None | Some(Value::Null) => Ok(None),
@@ -355,124 +367,217 @@ fn search_list(st: &State, shop: &str, param: &Map<String, Value>) -> Result<Val
         let t = t_ms / 1000;
         s.is_none_or(|s| t >= s) && e.is_none_or(|e| t < e)
     };
-    let mut list: Vec<&Order> = match (us, ue) {
-        (Some(s), Some(e)) => {
-            st.window_desc(P, shop, s.saturating_mul(1000), e.saturating_mul(1000))
-        }
-        _ => st
-            .shop_orders(P, shop)
-            .into_iter()
-            .filter(|o| within(o.modified_ms, us, ue))
-            .collect(),
-    };
-    list.retain(|o| within(o.created_ms, cs, ce));
-    let key = |o: &Order| {
-        let t = if order_by == "update_time" {
-            o.modified_ms
-        } else {
-            o.created_ms
-        };
-        (t / 1000, o.id.clone())
-    };
-    list.sort_by_key(|o| key(o));
-    if !asc {
-        list.reverse();
-    }
-    let total = list.len();
     let (page_u, size_u) = (page as usize, size as usize);
-    let orders: Vec<Value> = list
-        .iter()
-        .skip(page_u.saturating_mul(size_u))
-        .take(size_u)
-        .map(|o| shop_order(o))
-        .collect();
-    Ok(json!({ "page": page, "size": size, "total": total, "shop_order_list": orders }))
+    let skip = page_u.saturating_mul(size_u);
+    let by_update = order_by == "update_time";
+    let (total, orders) = match (us, ue) {
+        // The adapter's query: the window index already holds the answer's order.
+        (Some(s), Some(e)) if by_update && !asc && cs.is_none() && ce.is_none() => st.window_page(
+            P,
+            shop,
+            (s.saturating_mul(1000), e.saturating_mul(1000)),
+            skip,
+            size_u,
+        ),
+        _ => {
+            let mut list: Vec<&Order> = st
+                .shop_orders(P, shop)
+                .into_iter()
+                .filter(|o| within(o.modified_ms, us, ue) && within(o.created_ms, cs, ce))
+                .collect();
+            let key = |o: &Order| {
+                let t = if by_update {
+                    o.modified_ms
+                } else {
+                    o.created_ms
+                };
+                t / 1000
+            };
+            list.sort_by(|a, b| (key(a), a.id.as_str()).cmp(&(key(b), b.id.as_str())));
+            if !asc {
+                list.reverse();
+            }
+            let total = list.len();
+            (total, list.into_iter().skip(skip).take(size_u).collect())
+        }
+    };
+    #[derive(Serialize)]
+    struct Page<'a> {
+        page: i64,
+        size: i64,
+        total: usize,
+        shop_order_list: Vec<ShopOrderView<'a>>,
+    }
+    Ok(to_json(&Page {
+        page,
+        size,
+        total,
+        shop_order_list: orders.into_iter().map(ShopOrderView::of).collect(),
+    }))
 }
 
-fn named(name: &str) -> Value {
-    json!({ "id": "", "name": name })
+#[derive(Serialize)]
+struct Named<'a> {
+    id: &'static str,
+    name: &'a str,
+}
+
+fn named(name: &str) -> Named<'_> {
+    Named { id: "", name }
+}
+
+#[derive(Serialize)]
+struct PostAddr<'a> {
+    province: Named<'a>,
+    city: Named<'a>,
+    town: Named<'a>,
+    street: Named<'a>,
+    encrypt_detail: String,
+}
+
+#[derive(Serialize)]
+struct MaskAddr<'a> {
+    province: Named<'a>,
+    city: Named<'a>,
+    town: Named<'a>,
+    street: Named<'a>,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct AfterSaleInfo {
+    after_sale_status: i64,
+    refund_status: i64,
+}
+
+#[derive(Serialize)]
+struct SkuOrderView<'a> {
+    order_id: &'a str,
+    parent_order_id: &'a str,
+    product_id: Id<'a>,
+    product_id_str: &'a str,
+    sku_id: Id<'a>,
+    out_sku_id: &'a str,
+    code: &'a str,
+    product_name: &'a str,
+    item_num: i64,
+    origin_amount: i64,
+    pay_amount: i64,
+    order_status: i64,
+    after_sale_info: AfterSaleInfo,
+}
+
+#[derive(Serialize)]
+struct LogisticsView<'a> {
+    tracking_no: &'a str,
+    company: &'a str,
+    company_name: &'a str,
+    ship_time: i64,
 }
 
 /// A shop order as `order.searchList` / `order.orderDetail` return it.
-fn shop_order(o: &Order) -> Value {
-    let r = &o.receiver;
-    let secs = |ms: i64| ms / 1000;
-    let skus: Vec<Value> = o
-        .lines
-        .iter()
-        .map(|l| {
-            let status = if l.refunded {
-                4
-            } else if o.stage == Stage::PartShipped {
-                if l.shipped { 3 } else { 105 }
-            } else {
-                o.stage.doudian()
-            };
-            json!({
-                "order_id": l.line_id,
-                "parent_order_id": o.id,
-                "product_id": id_value(&l.item_id),
-                "product_id_str": l.item_id,
-                "sku_id": id_value(&l.sku_id),
-                "out_sku_id": l.outer_sku_code,
-                "code": l.outer_sku_code,
-                "product_name": l.title,
-                "item_num": l.qty,
-                "origin_amount": l.amount_fen(),
-                "pay_amount": l.amount_fen(),
-                "order_status": status,
-                "after_sale_info": {
-                    "after_sale_status": if l.refunded { 12 } else { 0 },
-                    "refund_status": if l.refunded { 3 } else { 0 },
+#[derive(Serialize)]
+struct ShopOrderView<'a> {
+    order_id: &'a str,
+    order_level: i64,
+    order_status: i64,
+    order_status_desc: &'static str,
+    shop_id: Id<'a>,
+    create_time: i64,
+    update_time: i64,
+    pay_time: i64,
+    finish_time: i64,
+    order_amount: i64,
+    pay_amount: i64,
+    post_amount: i64,
+    doudian_open_id: &'a str,
+    encrypt_post_receiver: String,
+    encrypt_post_tel: String,
+    mask_post_receiver: String,
+    mask_post_tel: String,
+    post_addr: PostAddr<'a>,
+    mask_post_addr: MaskAddr<'a>,
+    logistics_info: Vec<LogisticsView<'a>>,
+    sku_order_list: Vec<SkuOrderView<'a>>,
+}
+
+impl<'a> ShopOrderView<'a> {
+    fn of(o: &'a Order) -> Self {
+        let r = &o.receiver;
+        let secs = |ms: i64| ms / 1000;
+        let sku_order_list = o
+            .lines
+            .iter()
+            .map(|l| SkuOrderView {
+                order_id: &l.line_id,
+                parent_order_id: &o.id,
+                product_id: Id(&l.item_id),
+                product_id_str: &l.item_id,
+                sku_id: Id(&l.sku_id),
+                out_sku_id: &l.outer_sku_code,
+                code: &l.outer_sku_code,
+                product_name: &l.title,
+                item_num: l.qty,
+                origin_amount: l.amount_fen(),
+                pay_amount: l.amount_fen(),
+                order_status: if l.refunded {
+                    4
+                } else if o.stage == Stage::PartShipped {
+                    if l.shipped { 3 } else { 105 }
+                } else {
+                    o.stage.doudian()
+                },
+                after_sale_info: AfterSaleInfo {
+                    after_sale_status: if l.refunded { 12 } else { 0 },
+                    refund_status: if l.refunded { 3 } else { 0 },
                 },
             })
-        })
-        .collect();
-    let logistics: Vec<Value> = o
-        .shipments
-        .iter()
-        .map(|s| {
-            json!({
-                "tracking_no": s.tracking_no, "company": s.company_code,
-                "company_name": s.company_code, "ship_time": secs(s.at_ms),
-            })
-        })
-        .collect();
-    json!({
-        "order_id": o.id,
-        "order_level": 2,
-        "order_status": o.stage.doudian(),
-        "order_status_desc": o.stage.doudian_desc(),
-        "shop_id": id_value(&o.shop_id),
-        "create_time": secs(o.created_ms),
-        "update_time": secs(o.modified_ms),
-        "pay_time": o.paid_ms.map_or(0, secs),
-        "finish_time": o.finished_ms.map_or(0, secs),
-        "order_amount": o.total_fen(),
-        "pay_amount": o.total_fen(),
-        "post_amount": o.post_fee_fen,
-        "doudian_open_id": o.buyer_id,
-        "encrypt_post_receiver": doudian_cipher(&o.shop_id, "name", &r.name),
-        "encrypt_post_tel": doudian_cipher(&o.shop_id, "tel", &r.phone),
-        "mask_post_receiver": mask_name(&r.name),
-        "mask_post_tel": mask_phone(&r.phone),
-        "post_addr": {
-            "province": named(&r.province),
-            "city": named(&r.city),
-            "town": named(&r.district),
-            "street": named(""),
-            "encrypt_detail": doudian_cipher(&o.shop_id, "detail", &r.address),
-        },
-        "mask_post_addr": {
-            "province": named(&r.province),
-            "city": named(&r.city),
-            "town": named(&r.district),
-            "street": named(""),
-            "detail": mask_address(&r.address),
-        },
-        "logistics_info": logistics,
-        "sku_order_list": skus,
-    })
+            .collect();
+        ShopOrderView {
+            order_id: &o.id,
+            order_level: 2,
+            order_status: o.stage.doudian(),
+            order_status_desc: o.stage.doudian_desc(),
+            shop_id: Id(&o.shop_id),
+            create_time: secs(o.created_ms),
+            update_time: secs(o.modified_ms),
+            pay_time: o.paid_ms.map_or(0, secs),
+            finish_time: o.finished_ms.map_or(0, secs),
+            order_amount: o.total_fen(),
+            pay_amount: o.total_fen(),
+            post_amount: o.post_fee_fen,
+            doudian_open_id: &o.buyer_id,
+            encrypt_post_receiver: doudian_cipher(&o.shop_id, "name", &r.name),
+            encrypt_post_tel: doudian_cipher(&o.shop_id, "tel", &r.phone),
+            mask_post_receiver: mask_name(&r.name),
+            mask_post_tel: mask_phone(&r.phone),
+            post_addr: PostAddr {
+                province: named(&r.province),
+                city: named(&r.city),
+                town: named(&r.district),
+                street: named(""),
+                encrypt_detail: doudian_cipher(&o.shop_id, "detail", &r.address),
+            },
+            mask_post_addr: MaskAddr {
+                province: named(&r.province),
+                city: named(&r.city),
+                town: named(&r.district),
+                street: named(""),
+                detail: mask_address(&r.address),
+            },
+            logistics_info: o
+                .shipments
+                .iter()
+                .map(|s| LogisticsView {
+                    tracking_no: &s.tracking_no,
+                    company: &s.company_code,
+                    company_name: &s.company_code,
+                    ship_time: secs(s.at_ms),
+                })
+                .collect(),
+            sku_order_list,
+        }
+    }
 }
 
 fn batch_decrypt(st: &State, shop: &str, param: &Map<String, Value>) -> Result<Value, DdErr> {
@@ -518,7 +623,7 @@ fn logistics_add(st: &mut State, shop: &str, param: &Map<String, Value>, now: i6
         line_ids: Vec::new(),
     };
     match st.apply(P, &order_id, &event, now) {
-        Ok(jobs) => Ok((json!({}), jobs)),
+        Ok(jobs) => Ok(("{}".into(), jobs)),
         Err(MockError::Invalid(why)) => Err(DdErr::invalid("order_id", why)),
         Err(_) => Err(DdErr::business(
             "isv.order-status-invalid",
@@ -545,7 +650,8 @@ fn sync_stock(
             .unwrap_or_default()
     });
     let set = if boolean(param.get("incremental")).unwrap_or(false) {
-        st.last_stock(P, shop, &product_id, &sku_id) + stock
+        st.last_stock(P, shop, &product_id, &sku_id)
+            .saturating_add(stock)
     } else {
         stock
     };

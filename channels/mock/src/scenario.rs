@@ -180,6 +180,20 @@ pub(crate) fn plan(s: &Scenario, shops: &PerPlatform<Vec<String>>) -> Result<Pla
     } else {
         0.0
     };
+    const MAX_ORDERS: u32 = 1_000_000;
+    const MAX_DURATION_MS: u64 = 7 * 86_400_000;
+    if s.buyers > MAX_ORDERS
+        || Platform::ALL
+            .iter()
+            .any(|p| *s.orders_per_platform.get(*p) > MAX_ORDERS)
+    {
+        return Err(MockError::Invalid(format!(
+            "at most {MAX_ORDERS} buyers and orders per platform"
+        )));
+    }
+    if s.duration_ms > MAX_DURATION_MS {
+        return Err(MockError::Invalid("duration_ms is at most 7 days".into()));
+    }
     let mut rng = StdRng::seed_from_u64(s.seed);
     let active: Vec<Platform> = Platform::ALL
         .into_iter()
@@ -309,7 +323,7 @@ pub(crate) fn plan(s: &Scenario, shops: &PerPlatform<Vec<String>>) -> Result<Pla
             let t0 = if dur == 0 {
                 0
             } else {
-                rng.gen_range(0..=dur * 6 / 10)
+                rng.gen_range(0..=dur / 10 * 6)
             };
             let mut times: Vec<u64> = steps
                 .iter()

@@ -135,11 +135,14 @@ pub(crate) struct Order {
 
 impl Order {
     pub fn goods_fen(&self) -> i64 {
-        self.lines.iter().map(Line::amount_fen).sum()
+        self.lines
+            .iter()
+            .map(Line::amount_fen)
+            .fold(0, i64::saturating_add)
     }
 
     pub fn total_fen(&self) -> i64 {
-        self.goods_fen() + self.post_fee_fen
+        self.goods_fen().saturating_add(self.post_fee_fen)
     }
 
     pub fn raw_status(&self) -> String {
@@ -314,7 +317,8 @@ pub(crate) struct State {
     pub shops: HashMap<ShopKey, Shop>,
     pub apps: HashMap<(Platform, String), String>,
     pub tokens: HashMap<(Platform, String), TokenEntry>,
-    pub orders: HashMap<(Platform, String), Order>,
+    /// Per platform (by `Platform::idx`): order id → order.
+    pub orders: [HashMap<String, Order>; 3],
     /// Per shop: (modified ms, order id), for window queries in modified order.
     pub by_shop: HashMap<ShopKey, BTreeSet<(i64, String)>>,
     next_id: [u64; 3],
@@ -335,7 +339,7 @@ impl State {
             shops: HashMap::new(),
             apps: HashMap::new(),
             tokens: HashMap::new(),
-            orders: HashMap::new(),
+            orders: Default::default(),
             by_shop: HashMap::new(),
             next_id: [0; 3],
             ciphers: HashMap::new(),
@@ -489,7 +493,7 @@ impl State {
     }
 
     pub fn order(&self, platform: Platform, id: &str) -> Option<&Order> {
-        self.orders.get(&(platform, id.to_string()))
+        self.orders[platform.idx()].get(id)
     }
 
     /// The order if it belongs to the shop.
@@ -577,7 +581,7 @@ impl State {
             .entry((platform, order.shop_id.clone()))
             .or_default()
             .insert((at, id.clone()));
-        self.orders.insert((platform, id.clone()), order);
+        self.orders[platform.idx()].insert(id.clone(), order);
         let mut jobs = self.emit(platform, &id, Change::Created);
         if spec.paid {
             jobs.extend(self.emit(platform, &id, Change::Paid));
@@ -619,10 +623,8 @@ impl State {
         event: &OrderEvent,
         now_ms: i64,
     ) -> Result<Vec<PushJob>, MockError> {
-        let key = (platform, id.to_string());
-        let o = self
-            .orders
-            .get_mut(&key)
+        let o = self.orders[platform.idx()]
+            .get_mut(id)
             .ok_or_else(|| MockError::UnknownOrder {
                 platform,
                 order_id: id.to_string(),
@@ -717,7 +719,7 @@ impl State {
 
     /// Publishes a change: a TMC message for Taobao, a push for Doudian shops with a webhook.
     fn emit(&mut self, platform: Platform, id: &str, change: Change) -> Vec<PushJob> {
-        let Some(o) = self.orders.get(&(platform, id.to_string())) else {
+        let Some(o) = self.orders[platform.idx()].get(id) else {
             return Vec::new();
         };
         let Some(shop) = self.shops.get(&(platform, o.shop_id.clone())) else {
@@ -789,6 +791,31 @@ impl State {
             .collect()
     }
 
+    /// One page of `window_desc` plus the window's total, without touching the other orders.
+    pub fn window_page(
+        &self,
+        platform: Platform,
+        shop_id: &str,
+        (start_ms, end_ms): (i64, i64),
+        skip: usize,
+        take: usize,
+    ) -> (usize, Vec<&Order>) {
+        let Some(ix) = self.by_shop.get(&(platform, shop_id.to_string())) else {
+            return (0, Vec::new());
+        };
+        if end_ms <= start_ms {
+            return (0, Vec::new());
+        }
+        let range = || ix.range((start_ms, String::new())..(end_ms, String::new()));
+        let page = range()
+            .rev()
+            .skip(skip)
+            .take(take)
+            .filter_map(|(_, id)| self.order(platform, id))
+            .collect();
+        (range().count(), page)
+    }
+
     pub fn shop_orders(&self, platform: Platform, shop_id: &str) -> Vec<&Order> {
         self.by_shop
             .get(&(platform, shop_id.to_string()))
@@ -801,7 +828,7 @@ impl State {
     }
 
     pub fn truth(&self) -> Vec<TruthOrder> {
-        let mut all: Vec<&Order> = self.orders.values().collect();
+        let mut all: Vec<&Order> = self.orders.iter().flat_map(HashMap::values).collect();
         all.sort_by(|a, b| {
             (a.platform, &a.shop_id, a.created_ms, &a.id).cmp(&(
                 b.platform,

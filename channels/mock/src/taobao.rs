@@ -9,6 +9,8 @@ use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use uphub_channels::sign::{TopSignMethod, same_signature, top_sign};
 
@@ -17,8 +19,8 @@ use crate::faults::Fault;
 use crate::state::{Order, Stage, State, TokenProblem};
 use crate::types::{MockConfig, MockError, OrderEvent, Platform};
 use crate::wire::{
-    Params, id_value, mask_address, mask_name, mask_phone, now_ms, parse_top_time,
-    parse_urlencoded, top_time, yuan,
+    Id, Params, id_value, json_text, mask_address, mask_name, mask_phone, now_ms, parse_top_time,
+    parse_urlencoded, to_json, top_time, with_field, yuan,
 };
 
 const P: Platform = Platform::Taobao;
@@ -52,16 +54,13 @@ pub(crate) async fn handle(AxState(m): AxState<MockPlatforms>, uri: Uri, body: B
         let mut st = m.state();
         let rid = st.request_id();
         match call(&mut st, m.config(), &p, now_ms()) {
-            Ok((key, mut v)) => {
-                v.insert("request_id".into(), rid.into());
-                let mut out = Map::new();
-                out.insert(key, Value::Object(v));
-                Value::Object(out)
+            Ok((key, object)) => {
+                format!("{{\"{key}\":{}}}", with_field(object, "request_id", &rid))
             }
-            Err(e) => e.body(&rid),
+            Err(e) => e.body(&rid).to_string(),
         }
     };
-    Json(body).into_response()
+    json_text(body)
 }
 
 #[derive(Debug)]
@@ -125,12 +124,13 @@ impl TopErr {
 
 type Answer = Result<Map<String, Value>, TopErr>;
 
+/// The answer's key (`<api>_response`) and its object as JSON text.
 fn call(
     st: &mut State,
     cfg: &MockConfig,
     p: &Params,
     now: i64,
-) -> Result<(String, Map<String, Value>), TopErr> {
+) -> Result<(String, String), TopErr> {
     let method = p
         .non_empty("method")
         .ok_or(TopErr::new(21, "Missing method"))?;
@@ -143,9 +143,9 @@ fn call(
     let ts = p
         .non_empty("timestamp")
         .ok_or(TopErr::new(30, "Missing timestamp"))?;
-    let tolerance = i64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(i64::MAX);
+    let tolerance = u64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(u64::MAX);
     match parse_top_time(ts) {
-        Some(t) if (t - now).abs() <= tolerance => {}
+        Some(t) if t.abs_diff(now) <= tolerance => {}
         _ => {
             return Err(TopErr::new(31, "Invalid timestamp").sub(
                 "isv.invalid-timestamp",
@@ -207,16 +207,22 @@ fn call(
     };
     let shop = shop_id.as_deref().unwrap_or_default();
     let single = cfg.top_single_as_object;
+    let text = |m: Map<String, Value>| Value::Object(m).to_string();
     let out = match method {
         "taobao.trades.sold.increment.get" => increment_get(st, shop, p, single)?,
         "taobao.trade.fullinfo.get" => fullinfo_get(st, shop, p, single)?,
-        "taobao.top.oaid.decrypt" => oaid_decrypt(st, shop, p, single)?,
-        "taobao.logistics.offline.send" => offline_send(st, shop, p, now)?,
-        "taobao.item.quantity.update" => quantity_update(st, shop, p, now)?,
-        "taobao.tmc.messages.consume" => {
-            tmc_consume(st, cfg, app_key, shop_id.as_deref(), p, single)?
-        }
-        "taobao.tmc.messages.confirm" => tmc_confirm(st, app_key, p)?,
+        "taobao.top.oaid.decrypt" => text(oaid_decrypt(st, shop, p, single)?),
+        "taobao.logistics.offline.send" => text(offline_send(st, shop, p, now)?),
+        "taobao.item.quantity.update" => text(quantity_update(st, shop, p, now)?),
+        "taobao.tmc.messages.consume" => text(tmc_consume(
+            st,
+            cfg,
+            app_key,
+            shop_id.as_deref(),
+            p,
+            single,
+        )?),
+        "taobao.tmc.messages.confirm" => text(tmc_confirm(st, app_key, p)?),
         _ => return Err(TopErr::new(22, "Invalid method")),
     };
     let key = format!(
@@ -274,7 +280,7 @@ fn status_matches(filter: Option<&str>, o: &Order) -> bool {
     }
 }
 
-fn increment_get(st: &State, shop: &str, p: &Params, single: bool) -> Answer {
+fn increment_get(st: &State, shop: &str, p: &Params, single: bool) -> Result<String, TopErr> {
     let fields = fields(p)?;
     let start = time_param(p, "start_modified")?;
     let end = time_param(p, "end_modified")?;
@@ -298,34 +304,45 @@ fn increment_get(st: &State, shop: &str, p: &Params, single: bool) -> Answer {
     if !(1..=100).contains(&page_size) {
         return Err(TopErr::invalid("page_size", "page_size must be 1-100"));
     }
-    let status = p.non_empty("status");
-    let all: Vec<&Order> = st
-        .window_desc(P, shop, start, end)
-        .into_iter()
-        .filter(|o| status_matches(status, o))
-        .collect();
-    let total = all.len();
     let (page_no, page_size) = (page_no as usize, page_size as usize);
-    let trades: Vec<Value> = all
-        .iter()
-        .skip((page_no - 1).saturating_mul(page_size))
-        .take(page_size)
-        .map(|o| trade(o, &fields, single))
-        .collect();
-    let mut out = Map::new();
-    if p.non_empty("use_has_next") == Some("true") {
-        out.insert(
-            "has_next".into(),
-            (total > page_no.saturating_mul(page_size)).into(),
-        );
-    } else {
-        out.insert("total_results".into(), total.into());
+    let skip = (page_no - 1).saturating_mul(page_size);
+    let (total, page) = match p.non_empty("status") {
+        None => st.window_page(P, shop, (start, end), skip, page_size),
+        Some(status) => {
+            let all: Vec<&Order> = st
+                .window_desc(P, shop, start, end)
+                .into_iter()
+                .filter(|o| status_matches(Some(status), o))
+                .collect();
+            (
+                all.len(),
+                all.into_iter().skip(skip).take(page_size).collect(),
+            )
+        }
+    };
+    #[derive(Serialize)]
+    struct Out<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total_results: Option<usize>,
+        has_next: bool,
+        trades: Wrapped<TradeView<'a>>,
     }
-    out.insert("trades".into(), wrapped("trade", trades, single));
-    Ok(out)
+    let fields = &fields;
+    Ok(to_json(&Out {
+        total_results: (p.non_empty("use_has_next") != Some("true")).then_some(total),
+        has_next: total > page_no.saturating_mul(page_size),
+        trades: Wrapped {
+            name: "trade",
+            items: page
+                .into_iter()
+                .map(|o| TradeView { o, fields, single })
+                .collect(),
+            single,
+        },
+    }))
 }
 
-fn fullinfo_get(st: &State, shop: &str, p: &Params, single: bool) -> Answer {
+fn fullinfo_get(st: &State, shop: &str, p: &Params, single: bool) -> Result<String, TopErr> {
     let fields = fields(p)?;
     let tid = p.non_empty("tid").ok_or_else(|| TopErr::missing("tid"))?;
     if tid.parse::<i64>().is_err() {
@@ -334,17 +351,133 @@ fn fullinfo_get(st: &State, shop: &str, p: &Params, single: bool) -> Answer {
     let o = st
         .shop_order(P, shop, tid)
         .ok_or_else(|| TopErr::business("isv.trade-not-exist", "交易不存在"))?;
-    let mut out = Map::new();
-    out.insert("trade".into(), trade(o, &fields, single));
-    Ok(out)
+    #[derive(Serialize)]
+    struct Out<'a> {
+        trade: TradeView<'a>,
+    }
+    Ok(to_json(&Out {
+        trade: TradeView {
+            o,
+            fields: &fields,
+            single,
+        },
+    }))
 }
 
-/// A trade with the requested top-level fields (`tid_str` rides along with `tid`).
-fn trade(o: &Order, fields: &HashSet<String>, single: bool) -> Value {
-    let r = &o.receiver;
+/// A double-wrapped list: `{"<name>": [...]}`, one element as an object when configured.
+struct Wrapped<T> {
+    name: &'static str,
+    items: Vec<T>,
+    single: bool,
+}
+
+impl<T: Serialize> Serialize for Wrapped<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        match self.items.as_slice() {
+            [one] if self.single => m.serialize_entry(self.name, one)?,
+            all => m.serialize_entry(self.name, all)?,
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct OrderLineView<'a> {
+    oid: Id<'a>,
+    oid_str: &'a str,
+    num_iid: Id<'a>,
+    sku_id: &'a str,
+    outer_iid: &'static str,
+    outer_sku_id: &'a str,
+    title: &'a str,
+    num: i64,
+    price: String,
+    total_fee: String,
+    payment: String,
+    status: &'static str,
+    refund_status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consign_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logistics_company: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoice_no: Option<&'a str>,
+}
+
+/// A trade with the requested top-level fields (`tid_str` rides along with `tid`). The
+/// `orders` list goes out in full when `orders` (or any `orders.x`) is asked for.
+struct TradeView<'a> {
+    o: &'a Order,
+    fields: &'a HashSet<String>,
+    single: bool,
+}
+
+impl Serialize for TradeView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (o, r) = (self.o, &self.o.receiver);
+        let want = |k: &str| self.fields.contains(k);
+        let mut m = s.serialize_map(None)?;
+        // Values are only computed for the fields asked for.
+        macro_rules! put {
+            ($k:literal, $v:expr) => {
+                if want($k) {
+                    m.serialize_entry($k, &$v)?;
+                }
+            };
+        }
+        if want("tid") {
+            m.serialize_entry("tid", &Id(&o.id))?;
+            m.serialize_entry("tid_str", &o.id)?;
+        }
+        put!("status", o.stage.taobao());
+        put!("type", "fixed");
+        put!("created", top_time(o.created_ms));
+        put!("modified", top_time(o.modified_ms));
+        if let Some(paid) = o.paid_ms {
+            put!("pay_time", top_time(paid));
+        }
+        if let Some(sh) = o.shipments.first() {
+            put!("consign_time", top_time(sh.at_ms));
+        }
+        if let Some(end) = o.finished_ms {
+            put!("end_time", top_time(end));
+        }
+        put!("buyer_open_uid", o.buyer_id);
+        put!("payment", yuan(o.total_fen()));
+        put!("total_fee", yuan(o.goods_fen()));
+        put!("post_fee", yuan(o.post_fee_fen));
+        put!("receiver_name", mask_name(&r.name));
+        put!("receiver_mobile", mask_phone(&r.phone));
+        put!("receiver_phone", "");
+        put!("receiver_country", "");
+        put!("receiver_state", r.province);
+        put!("receiver_city", r.city);
+        put!("receiver_district", r.district);
+        put!("receiver_town", "");
+        put!("receiver_address", mask_address(&r.address));
+        put!("receiver_zip", "000000");
+        put!("oaid", o.oaid());
+        if self
+            .fields
+            .iter()
+            .any(|f| f == "orders" || f.starts_with("orders."))
+        {
+            let orders = Wrapped {
+                name: "order",
+                items: order_lines(o),
+                single: self.single,
+            };
+            m.serialize_entry("orders", &orders)?;
+        }
+        m.end()
+    }
+}
+
+fn order_lines(o: &Order) -> Vec<OrderLineView<'_>> {
     let single_line = o.lines.len() == 1;
-    let lines: Vec<Value> = o
-        .lines
+    let shipment = o.shipments.last();
+    o.lines
         .iter()
         .map(|l| {
             let status = if l.refunded {
@@ -359,76 +492,30 @@ fn trade(o: &Order, fields: &HashSet<String>, single: bool) -> Value {
                 o.stage.taobao()
             };
             // TOP: a single-order trade's order.payment includes the post fee.
-            let payment = l.amount_fen() + if single_line { o.post_fee_fen } else { 0 };
-            let mut m = json!({
-                "oid": id_value(&l.line_id),
-                "oid_str": l.line_id,
-                "num_iid": id_value(&l.item_id),
-                "sku_id": l.sku_id,
-                "outer_iid": "",
-                "outer_sku_id": l.outer_sku_code,
-                "title": l.title,
-                "num": l.qty,
-                "price": yuan(l.price_fen),
-                "total_fee": yuan(l.amount_fen()),
-                "payment": yuan(payment),
-                "status": status,
-                "refund_status": if l.refunded { "SUCCESS" } else { "NO_REFUND" },
-            });
-            if l.shipped
-                && let (Some(obj), Some(s)) = (m.as_object_mut(), o.shipments.last())
-            {
-                obj.insert("consign_time".into(), top_time(s.at_ms).into());
-                obj.insert("logistics_company".into(), s.company_code.clone().into());
-                obj.insert("invoice_no".into(), s.tracking_no.clone().into());
+            let payment =
+                l.amount_fen()
+                    .saturating_add(if single_line { o.post_fee_fen } else { 0 });
+            let shipped = shipment.filter(|_| l.shipped);
+            OrderLineView {
+                oid: Id(&l.line_id),
+                oid_str: &l.line_id,
+                num_iid: Id(&l.item_id),
+                sku_id: &l.sku_id,
+                outer_iid: "",
+                outer_sku_id: &l.outer_sku_code,
+                title: &l.title,
+                num: l.qty,
+                price: yuan(l.price_fen),
+                total_fee: yuan(l.amount_fen()),
+                payment: yuan(payment),
+                status,
+                refund_status: if l.refunded { "SUCCESS" } else { "NO_REFUND" },
+                consign_time: shipped.map(|s| top_time(s.at_ms)),
+                logistics_company: shipped.map(|s| s.company_code.as_str()),
+                invoice_no: shipped.map(|s| s.tracking_no.as_str()),
             }
-            m
         })
-        .collect();
-    let mut t = Map::new();
-    let mut put = |k: &str, v: Value| {
-        t.insert(k.to_string(), v);
-    };
-    put("tid", id_value(&o.id));
-    put("tid_str", o.id.clone().into());
-    put("status", o.stage.taobao().into());
-    put("type", "fixed".into());
-    put("created", top_time(o.created_ms).into());
-    put("modified", top_time(o.modified_ms).into());
-    if let Some(paid) = o.paid_ms {
-        put("pay_time", top_time(paid).into());
-    }
-    if let Some(s) = o.shipments.first() {
-        put("consign_time", top_time(s.at_ms).into());
-    }
-    if let Some(end) = o.finished_ms {
-        put("end_time", top_time(end).into());
-    }
-    put("buyer_open_uid", o.buyer_id.clone().into());
-    put("payment", yuan(o.total_fen()).into());
-    put("total_fee", yuan(o.goods_fen()).into());
-    put("post_fee", yuan(o.post_fee_fen).into());
-    put("receiver_name", mask_name(&r.name).into());
-    put("receiver_mobile", mask_phone(&r.phone).into());
-    put("receiver_phone", "".into());
-    put("receiver_country", "".into());
-    put("receiver_state", r.province.clone().into());
-    put("receiver_city", r.city.clone().into());
-    put("receiver_district", r.district.clone().into());
-    put("receiver_town", "".into());
-    put("receiver_address", mask_address(&r.address).into());
-    put("receiver_zip", "000000".into());
-    put("oaid", o.oaid().into());
-    put("orders", wrapped("order", lines, single));
-    let wants_orders = fields
-        .iter()
-        .any(|f| f == "orders" || f.starts_with("orders."));
-    t.retain(|k, _| {
-        fields.contains(k)
-            || (k == "tid_str" && fields.contains("tid"))
-            || (k == "orders" && wants_orders)
-    });
-    Value::Object(t)
+        .collect()
 }
 
 fn oaid_decrypt(st: &State, shop: &str, p: &Params, single: bool) -> Answer {
@@ -531,7 +618,9 @@ fn quantity_update(st: &mut State, shop: &str, p: &Params, now: i64) -> Answer {
     let kind = int_param(p, "type", 1)?;
     let set = match kind {
         1 => quantity,
-        2 => st.last_stock(P, shop, num_iid, sku_id) + quantity,
+        2 => st
+            .last_stock(P, shop, num_iid, sku_id)
+            .saturating_add(quantity),
         _ => {
             return Err(TopErr::invalid(
                 "type",
@@ -552,7 +641,7 @@ fn quantity_update(st: &mut State, shop: &str, p: &Params, now: i64) -> Answer {
         .filter(|s| s.platform == P && s.shop_id == shop && s.item_id == num_iid)
         .filter(|s| seen.insert(s.sku_id.clone()))
         .map(|s| s.quantity)
-        .sum();
+        .fold(0i64, i64::saturating_add);
     let mut m = Map::new();
     m.insert(
         "item".into(),

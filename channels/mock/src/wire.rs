@@ -150,6 +150,48 @@ pub(crate) fn id_value(id: &str) -> Value {
     }
 }
 
+/// An id that goes out as a JSON number when numeric (as the platforms send ids), else a string.
+pub(crate) struct Id<'a>(pub &'a str);
+
+impl serde::Serialize for Id<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.parse::<i64>() {
+            Ok(n) => s.serialize_i64(n),
+            Err(_) => s.serialize_str(self.0),
+        }
+    }
+}
+
+/// A 200 answer whose JSON text is already built.
+pub(crate) fn json_text(body: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/json;charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Serializes, falling back to `null` (our own view types do not fail).
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Adds `"key":"value"` (value needing no escaping) to a serialized JSON object.
+pub(crate) fn with_field(object: String, key: &str, plain_value: &str) -> String {
+    let body = object.trim_end();
+    match body.strip_suffix('}') {
+        Some(head) if head.trim_end().ends_with('{') => {
+            format!("{head}\"{key}\":\"{plain_value}\"}}")
+        }
+        Some(head) => format!("{head},\"{key}\":\"{plain_value}\"}}"),
+        None => object,
+    }
+}
+
 /// "张三" → "张*".
 pub(crate) fn mask_name(s: &str) -> String {
     let mut chars = s.chars();
@@ -223,6 +265,17 @@ mod tests {
         let ms = parse_top_time("2016-01-01 12:00:00").unwrap_or_default();
         assert_eq!(ms, 1_451_620_800_000);
         assert_eq!(top_time(ms), "2016-01-01 12:00:00");
+    }
+
+    #[test]
+    fn with_field_adds_to_empty_and_full_objects() {
+        assert_eq!(with_field("{}".into(), "k", "v"), r#"{"k":"v"}"#);
+        assert_eq!(
+            with_field(r#"{"a":1}"#.into(), "k", "v"),
+            r#"{"a":1,"k":"v"}"#
+        );
+        assert_eq!(to_json(&Id("12")), "12");
+        assert_eq!(to_json(&Id("P12")), r#""P12""#);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use uphub_channels::sign::{same_signature, xhs_sign};
 
@@ -13,7 +14,7 @@ use crate::MockPlatforms;
 use crate::faults::Fault;
 use crate::state::{Order, State, TokenProblem};
 use crate::types::{MockConfig, MockError, OrderEvent, Platform};
-use crate::wire::{int, mask_address, mask_name, mask_phone, now_ms, text};
+use crate::wire::{int, json_text, mask_address, mask_name, mask_phone, now_ms, text, to_json};
 
 const P: Platform = Platform::Xiaohongshu;
 
@@ -52,18 +53,18 @@ pub(crate) async fn handle(AxState(m): AxState<MockPlatforms>, body: Bytes) -> R
         Fault::None => {}
     }
     let answer = match parsed {
-        None => err_body(PARAM, "请求体须为 JSON 对象"),
+        None => err_body(PARAM, "请求体须为 JSON 对象").to_string(),
         Some(b) => {
             let mut st = m.state();
             match call(&mut st, m.config(), &b, now_ms()) {
                 Ok(data) => {
-                    json!({ "success": true, "error_code": 0, "error_msg": "", "data": data })
+                    format!(r#"{{"success":true,"error_code":0,"error_msg":"","data":{data}}}"#)
                 }
-                Err((code, msg)) => err_body(code, &msg),
+                Err((code, msg)) => err_body(code, &msg).to_string(),
             }
         }
     };
-    Json(answer).into_response()
+    json_text(answer)
 }
 
 fn err_body(code: i64, msg: &str) -> Value {
@@ -94,7 +95,7 @@ fn call(
     cfg: &MockConfig,
     b: &Map<String, Value>,
     now: i64,
-) -> Result<Value, XhsErr> {
+) -> Result<String, XhsErr> {
     let method = required(b, "method")?;
     let app_id = required(b, "appId")?;
     let ts = required(b, "timestamp")?;
@@ -106,8 +107,8 @@ fn call(
         Ok(t) => t.saturating_mul(1000),
         Err(_) => return Err(param_err("timestamp 须为 unix 秒")),
     };
-    let tolerance = i64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(i64::MAX);
-    if (ts_ms - now).abs() > tolerance {
+    let tolerance = u64::try_from(cfg.timestamp_tolerance.as_millis()).unwrap_or(u64::MAX);
+    if ts_ms.abs_diff(now) > tolerance {
         return Err(param_err("timestamp 已过期"));
     }
     let secret = st
@@ -131,7 +132,8 @@ fn call(
             "refreshTokenExpiresAt": now + 14 * 86_400_000,
             "sellerId": spec.shop_id,
             "sellerName": format!("小红书店铺 {}", spec.shop_id),
-        }));
+        })
+        .to_string());
     }
     let shop = match st.shop_by_token(P, &app_id, b.get("accessToken").and_then(Value::as_str)) {
         Ok(s) => s.spec.shop_id.clone(),
@@ -146,10 +148,10 @@ fn call(
             let o = st
                 .shop_order(P, &shop, &id)
                 .ok_or((BUSINESS, "订单不存在".to_string()))?;
-            Ok(detail(o))
+            Ok(to_json(&DetailView::of(o)))
         }
-        "order.getOrderReceiverInfo" => receiver_info(st, &shop, b),
-        "order.orderDeliver" => deliver(st, &shop, b, now),
+        "order.getOrderReceiverInfo" => receiver_info(st, &shop, b).map(|v| v.to_string()),
+        "order.orderDeliver" => deliver(st, &shop, b, now).map(|v| v.to_string()),
         "inventory.syncSkuStock" => {
             let sku = required(b, "skuId")?;
             let qty = number(b, "qty", None)?;
@@ -162,13 +164,13 @@ fn call(
                 .map(|c| c.item_id.clone())
                 .unwrap_or_default();
             st.record_stock(P, &shop, &item, &sku, qty, now);
-            Ok(json!({}))
+            Ok("{}".into())
         }
         _ => Err((NO_METHOD, format!("method {method} 不存在"))),
     }
 }
 
-fn order_list(st: &State, shop: &str, b: &Map<String, Value>) -> Result<Value, XhsErr> {
+fn order_list(st: &State, shop: &str, b: &Map<String, Value>) -> Result<String, XhsErr> {
     let time_type = number(b, "timeType", Some(1))?;
     let start = number(b, "startTime", None)?;
     let end = number(b, "endTime", None)?;
@@ -180,7 +182,7 @@ fn order_list(st: &State, shop: &str, b: &Map<String, Value>) -> Result<Value, X
     if end < start {
         return Err(param_err("endTime 不能早于 startTime"));
     }
-    if end - start > max_span {
+    if end.saturating_sub(start) > max_span {
         return Err(param_err(if time_type == 2 {
             "按更新时间查询时间跨度不能超过30分钟"
         } else {
@@ -200,92 +202,145 @@ fn order_list(st: &State, shop: &str, b: &Map<String, Value>) -> Result<Value, X
         v => Some(int(v).ok_or_else(|| param_err("orderStatus 须为整数"))?),
     };
     let (s_ms, e_ms) = (start.saturating_mul(1000), end.saturating_mul(1000));
-    let mut list: Vec<&Order> = if time_type == 2 {
-        st.window_desc(P, shop, s_ms, e_ms)
+    let skip = ((page_no - 1) as usize).saturating_mul(page_size as usize);
+    let take = page_size as usize;
+    let (total, page) = if time_type == 2 && status.is_none() {
+        st.window_page(P, shop, (s_ms, e_ms), skip, take)
     } else {
-        let mut v: Vec<&Order> = st
-            .shop_orders(P, shop)
-            .into_iter()
-            .filter(|o| o.created_ms >= s_ms && o.created_ms < e_ms)
-            .collect();
-        v.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
-        v
+        let mut list: Vec<&Order> = if time_type == 2 {
+            st.window_desc(P, shop, s_ms, e_ms)
+        } else {
+            let mut v: Vec<&Order> = st
+                .shop_orders(P, shop)
+                .into_iter()
+                .filter(|o| o.created_ms >= s_ms && o.created_ms < e_ms)
+                .collect();
+            v.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+            v
+        };
+        if let Some(s) = status {
+            list.retain(|o| o.stage.xhs() == s);
+        }
+        let total = list.len();
+        (total, list.into_iter().skip(skip).take(take).collect())
     };
-    if let Some(s) = status {
-        list.retain(|o| o.stage.xhs() == s);
+    let total = total as i64;
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page<'a> {
+        total: i64,
+        page_no: i64,
+        page_size: i64,
+        max_page_no: i64,
+        order_list: Vec<ListItem<'a>>,
     }
-    let total = list.len() as i64;
-    let max_page = (total + page_size - 1) / page_size;
-    let items: Vec<Value> = list
-        .iter()
-        .skip(((page_no - 1) as usize).saturating_mul(page_size as usize))
-        .take(page_size as usize)
-        .map(|o| list_item(o))
-        .collect();
-    Ok(json!({
-        "total": total, "pageNo": page_no, "pageSize": page_size, "maxPageNo": max_page,
-        "orderList": items,
+    Ok(to_json(&Page {
+        total,
+        page_no,
+        page_size,
+        max_page_no: (total + page_size - 1) / page_size,
+        order_list: page.into_iter().map(ListItem::of).collect(),
     }))
 }
 
-fn after_sales(o: &Order) -> i64 {
-    if o.refunded() { 4 } else { 1 }
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListItem<'a> {
+    order_id: &'a str,
+    order_type: i64,
+    order_status: i64,
+    order_after_sales_status: i64,
+    cancel_status: i64,
+    created_time: i64,
+    paid_time: i64,
+    update_time: i64,
+    delivery_time: i64,
+    finish_time: i64,
+    receiver_province_name: &'a str,
+    receiver_city_name: &'a str,
+    receiver_district_name: &'a str,
+    user_id: &'a str,
 }
 
-fn list_item(o: &Order) -> Value {
-    json!({
-        "orderId": o.id,
-        "orderType": 1,
-        "orderStatus": o.stage.xhs(),
-        "orderAfterSalesStatus": after_sales(o),
-        "cancelStatus": 0,
-        "createdTime": o.created_ms,
-        "paidTime": o.paid_ms.unwrap_or(0),
-        "updateTime": o.modified_ms,
-        "deliveryTime": o.shipments.first().map_or(0, |s| s.at_ms),
-        "finishTime": o.finished_ms.unwrap_or(0),
-        "receiverProvinceName": o.receiver.province,
-        "receiverCityName": o.receiver.city,
-        "receiverDistrictName": o.receiver.district,
-        "userId": o.buyer_id,
-    })
-}
-
-fn detail(o: &Order) -> Value {
-    let r = &o.receiver;
-    let skus: Vec<Value> = o
-        .lines
-        .iter()
-        .map(|l| {
-            json!({
-                "skuId": l.sku_id,
-                "itemId": l.item_id,
-                "skuName": l.title,
-                "erpcode": l.outer_sku_code,
-                "skuQuantity": l.qty,
-                "totalPaidAmount": l.amount_fen(),
-                "skuAfterSaleStatus": if l.refunded { 4 } else { 1 },
-            })
-        })
-        .collect();
-    let mut v = list_item(o);
-    if let Some(m) = v.as_object_mut() {
-        let extra = json!({
-            "totalPayAmount": o.total_fen(),
-            "totalShippingFree": o.post_fee_fen,
-            "openAddressId": o.open_address_id(),
-            "receiverName": mask_name(&r.name),
-            "receiverPhone": mask_phone(&r.phone),
-            "receiverAddress": mask_address(&r.address),
-            "expressTrackingNo": o.shipments.last().map(|s| s.tracking_no.clone()).unwrap_or_default(),
-            "expressCompanyCode": o.shipments.last().map(|s| s.company_code.clone()).unwrap_or_default(),
-            "skuList": skus,
-        });
-        if let Value::Object(e) = extra {
-            m.extend(e);
+impl<'a> ListItem<'a> {
+    fn of(o: &'a Order) -> Self {
+        ListItem {
+            order_id: &o.id,
+            order_type: 1,
+            order_status: o.stage.xhs(),
+            order_after_sales_status: if o.refunded() { 4 } else { 1 },
+            cancel_status: 0,
+            created_time: o.created_ms,
+            paid_time: o.paid_ms.unwrap_or(0),
+            update_time: o.modified_ms,
+            delivery_time: o.shipments.first().map_or(0, |s| s.at_ms),
+            finish_time: o.finished_ms.unwrap_or(0),
+            receiver_province_name: &o.receiver.province,
+            receiver_city_name: &o.receiver.city,
+            receiver_district_name: &o.receiver.district,
+            user_id: &o.buyer_id,
         }
     }
-    v
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SkuView<'a> {
+    sku_id: &'a str,
+    item_id: &'a str,
+    sku_name: &'a str,
+    erpcode: &'a str,
+    sku_quantity: i64,
+    total_paid_amount: i64,
+    sku_after_sale_status: i64,
+}
+
+/// `order.getOrderDetail`: the list item plus amounts, the masked receiver and the SKUs.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailView<'a> {
+    #[serde(flatten)]
+    item: ListItem<'a>,
+    total_pay_amount: i64,
+    total_shipping_free: i64,
+    open_address_id: String,
+    receiver_name: String,
+    receiver_phone: String,
+    receiver_address: String,
+    express_tracking_no: &'a str,
+    express_company_code: &'a str,
+    sku_list: Vec<SkuView<'a>>,
+}
+
+impl<'a> DetailView<'a> {
+    fn of(o: &'a Order) -> Self {
+        let r = &o.receiver;
+        let last = o.shipments.last();
+        DetailView {
+            item: ListItem::of(o),
+            total_pay_amount: o.total_fen(),
+            total_shipping_free: o.post_fee_fen,
+            open_address_id: o.open_address_id(),
+            receiver_name: mask_name(&r.name),
+            receiver_phone: mask_phone(&r.phone),
+            receiver_address: mask_address(&r.address),
+            express_tracking_no: last.map_or("", |s| s.tracking_no.as_str()),
+            express_company_code: last.map_or("", |s| s.company_code.as_str()),
+            sku_list: o
+                .lines
+                .iter()
+                .map(|l| SkuView {
+                    sku_id: &l.sku_id,
+                    item_id: &l.item_id,
+                    sku_name: &l.title,
+                    erpcode: &l.outer_sku_code,
+                    sku_quantity: l.qty,
+                    total_paid_amount: l.amount_fen(),
+                    sku_after_sale_status: if l.refunded { 4 } else { 1 },
+                })
+                .collect(),
+        }
+    }
 }
 
 fn receiver_info(st: &State, shop: &str, b: &Map<String, Value>) -> Result<Value, XhsErr> {

@@ -5,6 +5,7 @@ mod admin;
 mod douyin;
 mod faults;
 mod helpers;
+mod malformed;
 mod scenario;
 mod taobao;
 mod xhs;
