@@ -7,6 +7,7 @@ mod m0001_foundation;
 mod m0002_catalog_inventory;
 mod m0004_media;
 mod m0005_orders;
+mod m0006_buyers;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_catalog_inventory::Migration),
             Box::new(m0004_media::Migration),
             Box::new(m0005_orders::Migration),
+            Box::new(m0006_buyers::Migration),
         ]
     }
 }

@@ -99,7 +99,43 @@ pub fn issue_access_token(
     Ok((token, exp))
 }
 
+/// A storefront buyer's access token: same signing key, `typ` "buyer", no roles. A buyer token
+/// is never accepted where a staff token is expected and carries no staff permission.
+pub fn issue_buyer_token(
+    core: &Core,
+    tenant: TenantId,
+    buyer: Uuid,
+) -> ServiceResult<(String, i64)> {
+    let now = core.now().timestamp();
+    let exp = now + core.cfg.access_token_ttl.as_secs() as i64;
+    let claims = AccessClaims {
+        sub: buyer,
+        tid: tenant.0,
+        roles: vec![],
+        jti: Uuid::new_v4(),
+        iat: now,
+        iatm: core.now().timestamp_millis(),
+        exp,
+        typ: "buyer".into(),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(core.cfg.jwt_secret.expose().as_bytes()),
+    )
+    .context("signing buyer token")?;
+    Ok((token, exp))
+}
+
 pub fn verify_access_token(core: &Core, token: &str) -> ServiceResult<AccessClaims> {
+    let claims = verify_claims(core, token)?;
+    if claims.typ != "access" {
+        return Err(ServiceError::Unauthenticated("invalid access token".into()));
+    }
+    Ok(claims)
+}
+
+fn verify_claims(core: &Core, token: &str) -> ServiceResult<AccessClaims> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
     validation.validate_exp = true;
@@ -114,9 +150,6 @@ pub fn verify_access_token(core: &Core, token: &str) -> ServiceResult<AccessClai
         }
         _ => ServiceError::Unauthenticated("invalid access token".into()),
     })?;
-    if data.claims.typ != "access" {
-        return Err(ServiceError::Unauthenticated("invalid access token".into()));
-    }
     Ok(data.claims)
 }
 
@@ -143,7 +176,19 @@ pub async fn authenticate(core: &Core, bearer: &str) -> ServiceResult<RequestCtx
     if bearer.starts_with("uhk_") {
         return crate::api_keys::authenticate(core, bearer).await;
     }
-    let claims = verify_access_token(core, bearer)?;
+    let claims = verify_claims(core, bearer)?;
+    match claims.typ.as_str() {
+        "access" => {}
+        "buyer" => {
+            return Ok(RequestCtx::buyer(
+                TenantId(claims.tid),
+                claims.sub,
+                claims.jti,
+                claims.iatm,
+            ));
+        }
+        _ => return Err(ServiceError::Unauthenticated("invalid access token".into())),
+    }
     let roles: Vec<Role> = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
     Ok(RequestCtx::staff(
         TenantId(claims.tid),

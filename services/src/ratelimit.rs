@@ -82,7 +82,11 @@ pub async fn charge(
         }
         Some(ctx) => {
             let tenant = ctx.tenant.to_string();
-            keys.push(core.key(&tenant, "bucket"));
+            // Buyers spend a budget of their own: a crowd of fans never starves the back office.
+            match ctx.buyer_id() {
+                Some(b) => keys.push(core.key(&tenant, &format!("buyer:{b}:bucket"))),
+                None => keys.push(core.key(&tenant, "bucket")),
+            }
             match &ctx.principal {
                 Principal::ApiKey { key_id, .. } => {
                     keys.push(core.key(&tenant, &format!("key:{key_id}:bucket")));

@@ -48,6 +48,13 @@ pub enum Principal {
         key_id: ApiKeyId,
         created_by: UserId,
     },
+    /// A fan of one tenant's storefront (mini-program, H5): holds no staff permission; the
+    /// storefront's own fields check for this variant.
+    Buyer {
+        buyer_id: Uuid,
+        token_id: Uuid,
+        issued_at_ms: i64,
+    },
     /// Background work on behalf of the platform (workers, relay); never reachable from a request.
     System,
 }
@@ -58,6 +65,7 @@ impl Principal {
             Principal::Anonymous => "ANONYMOUS",
             Principal::Staff { .. } => "STAFF",
             Principal::ApiKey { .. } => "API_KEY",
+            Principal::Buyer { .. } => "BUYER",
             Principal::System => "SYSTEM",
         }
     }
@@ -65,6 +73,7 @@ impl Principal {
         match self {
             Principal::Staff { user_id, .. } => Some(user_id.0),
             Principal::ApiKey { key_id, .. } => Some(key_id.0),
+            Principal::Buyer { buyer_id, .. } => Some(*buyer_id),
             _ => None,
         }
     }
@@ -105,6 +114,29 @@ impl RequestCtx {
             },
             request_id: String::new(),
             ip: None,
+        }
+    }
+
+    /// A storefront buyer: no staff permissions at all.
+    pub fn buyer(tenant: TenantId, buyer_id: Uuid, token_id: Uuid, issued_at_ms: i64) -> Self {
+        RequestCtx {
+            tenant,
+            principal: Principal::Buyer {
+                buyer_id,
+                token_id,
+                issued_at_ms,
+            },
+            permissions: PermissionSet::default(),
+            request_id: String::new(),
+            ip: None,
+        }
+    }
+
+    /// The buyer behind the request, if it is a storefront buyer.
+    pub fn buyer_id(&self) -> Option<Uuid> {
+        match self.principal {
+            Principal::Buyer { buyer_id, .. } => Some(buyer_id),
+            _ => None,
         }
     }
 
