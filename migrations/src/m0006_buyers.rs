@@ -17,7 +17,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         crate::run_sql(
             manager,
-            "ALTER TABLE orders DROP COLUMN IF EXISTS buyer_id; DROP TABLE IF EXISTS buyers CASCADE;",
+            "ALTER TABLE orders DROP COLUMN IF EXISTS buyer_id, DROP COLUMN IF EXISTS payment_due_at; DROP TABLE IF EXISTS buyers CASCADE;",
         )
         .await
     }

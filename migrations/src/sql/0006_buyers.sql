@@ -18,8 +18,10 @@ CREATE UNIQUE INDEX buyers_wechat ON buyers (tenant_id, wechat_openid) WHERE wec
 CREATE UNIQUE INDEX buyers_alipay ON buyers (tenant_id, alipay_user_id) WHERE alipay_user_id IS NOT NULL;
 CREATE UNIQUE INDEX buyers_phone ON buyers (tenant_id, phone_index) WHERE phone_index IS NOT NULL;
 
--- Own-channel orders belong to a buyer.
+-- Own-channel orders belong to a buyer and must be paid by a deadline.
 ALTER TABLE orders ADD COLUMN buyer_id uuid;
+ALTER TABLE orders ADD COLUMN payment_due_at timestamptz;
+CREATE INDEX orders_payment_due ON orders (payment_due_at) WHERE status = 'PENDING_PAYMENT' AND payment_due_at IS NOT NULL;
 CREATE INDEX orders_buyer ON orders (tenant_id, buyer_id, id DESC) WHERE buyer_id IS NOT NULL;
 
 DO $$
