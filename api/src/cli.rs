@@ -1,5 +1,5 @@
-//! The command line of the one binary: `uphub <role>` (migrate | serve | worker | demo |
-//! mock-platforms | export-schema). A test binary runs the same roles (workers it can SIGKILL).
+//! The command line of the one binary: `uphub <role>` (migrate | serve | worker | seckill |
+//! demo | mock-platforms | export-schema). A test binary runs the same roles (workers it can SIGKILL).
 
 use anyhow::Context;
 
@@ -7,7 +7,7 @@ use uphub_services::Core;
 use uphub_services::config::Config;
 
 fn usage() -> ! {
-    eprintln!("usage: uphub <migrate|serve|worker|demo|mock-platforms|export-schema>");
+    eprintln!("usage: uphub <migrate|serve|worker|seckill|demo|mock-platforms|export-schema>");
     std::process::exit(2)
 }
 
@@ -72,6 +72,22 @@ pub async fn run(args: Vec<String>) -> anyhow::Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             tracing::info!("gateway on http://{listen}/graphql");
             crate::serve(crate::App::new(core), listener, shutdown_signal()).await?;
+        }
+        "seckill" => {
+            // The flash-sale edge alone: buyers' buy/poll/subscribe, no staff API.
+            let seckill_cfg = uphub_services::seckill::SeckillConfig::from_env()?;
+            let listen = seckill_cfg.listen.clone();
+            let core = Core::connect(cfg).await?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            tracing::info!("flash-sale edge on http://{listen}/seckill/buy");
+            crate::seckill::serve(
+                crate::seckill::Edge::new(core, seckill_cfg),
+                listener,
+                shutdown_signal(),
+            )
+            .await?;
         }
         "worker" => {
             let core = Core::connect(cfg).await?;

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod metrics;
+pub mod seckill;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -613,6 +614,7 @@ pub fn handlers(core: &Core) -> anyhow::Result<Vec<Arc<dyn Handler>>> {
         Arc::new(TenantProvisioner),
         Arc::new(uphub_services::notifications::OrderIngest::default()),
         Arc::new(uphub_services::notifications::ChannelStockPush),
+        Arc::new(uphub_services::seckill::OrderWriter),
     ])
 }
 
@@ -645,6 +647,19 @@ pub async fn run_worker(
         let shutdown = shutdown.clone();
         tasks.spawn(supervise("channel-sync", shutdown.clone(), move || {
             run_channel_sync(core.clone(), shutdown.clone())
+        }));
+    }
+    // Flash sale: batch order writers (the framework's `seckill-order-writer` is their
+    // fallback) and the upkeep that re-warms campaigns and re-publishes stuck tickets.
+    {
+        use uphub_services::seckill;
+        let (c1, s1) = (core.clone(), shutdown.clone());
+        tasks.spawn(supervise("seckill-writer", shutdown.clone(), move || {
+            seckill::run_order_writer(c1.clone(), s1.clone())
+        }));
+        let (c2, s2) = (core.clone(), shutdown.clone());
+        tasks.spawn(supervise("seckill-upkeep", shutdown.clone(), move || {
+            seckill::run_upkeep(c2.clone(), s2.clone())
         }));
     }
     for h in handlers {

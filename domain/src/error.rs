@@ -21,12 +21,14 @@ pub enum ErrorCode {
     Timeout,
     InvalidCredentials,
     SoldOut,
+    CampaignNotStarted,
+    CampaignEnded,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in table order; a test pins the strings.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -45,6 +47,8 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::InvalidCredentials,
         ErrorCode::SoldOut,
+        ErrorCode::CampaignNotStarted,
+        ErrorCode::CampaignEnded,
         ErrorCode::Internal,
     ];
 
@@ -68,6 +72,8 @@ impl ErrorCode {
             ErrorCode::Timeout => "TIMEOUT",
             ErrorCode::InvalidCredentials => "INVALID_CREDENTIALS",
             ErrorCode::SoldOut => "SOLD_OUT",
+            ErrorCode::CampaignNotStarted => "CAMPAIGN_NOT_STARTED",
+            ErrorCode::CampaignEnded => "CAMPAIGN_ENDED",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -83,7 +89,10 @@ impl ErrorCode {
             ErrorCode::Unauthenticated | ErrorCode::InvalidCredentials => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::Conflict | ErrorCode::SoldOut => 409,
+            ErrorCode::Conflict
+            | ErrorCode::SoldOut
+            | ErrorCode::CampaignNotStarted
+            | ErrorCode::CampaignEnded => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::RateLimited => 429,
@@ -128,6 +137,8 @@ mod tests {
                 "TIMEOUT",
                 "INVALID_CREDENTIALS",
                 "SOLD_OUT",
+                "CAMPAIGN_NOT_STARTED",
+                "CAMPAIGN_ENDED",
                 "INTERNAL",
             ]
         );

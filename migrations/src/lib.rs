@@ -8,6 +8,8 @@ mod m0002_catalog_inventory;
 mod m0004_media;
 mod m0005_orders;
 mod m0006_buyers;
+mod m0007_buyer_identity;
+mod m0009_seckill;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_media::Migration),
             Box::new(m0005_orders::Migration),
             Box::new(m0006_buyers::Migration),
+            Box::new(m0007_buyer_identity::Migration),
+            Box::new(m0009_seckill::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! GraphQL adapters: authorise, turn input into domain types, call one service, map the result.
 
 pub mod audit;
+pub mod buyers;
 pub mod caller;
 pub mod catalog;
 pub mod events;
@@ -8,6 +9,7 @@ pub mod identity;
 pub mod inventory;
 pub mod media;
 pub mod orders;
+pub mod seckill;
 pub mod staff;
 
 pub use caller::{Caller, UserError};
@@ -22,6 +24,9 @@ pub struct Query(
     inventory::InventoryQuery,
     media::MediaQuery,
     orders::OrdersQuery,
+    seckill::SeckillStaffQuery,
+    seckill::SeckillBuyerQuery,
+    buyers::BuyersQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -33,6 +38,9 @@ pub struct Mutation(
     inventory::InventoryMutation,
     media::MediaMutation,
     orders::OrdersMutation,
+    seckill::SeckillStaffMutation,
+    seckill::SeckillBuyerMutation,
+    buyers::BuyersMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]
@@ -40,4 +48,5 @@ pub struct Subscription(
     audit::AuditSubscription,
     inventory::InventorySubscription,
     orders::OrdersSubscription,
+    seckill::SeckillSubscription,
 );

@@ -78,13 +78,13 @@ impl From<MergeMode> for SvcMergeMode {
     }
 }
 
-fn money_of(fen: i64, currency: &str) -> Money {
-    let currency = if currency == "CNY" {
-        Currency::Cny
-    } else {
-        Currency::Cny
-    };
-    money::Money { fen, currency }.into()
+/// Orders are kept in CNY (the only currency the platforms here settle in).
+fn money_of(fen: i64, _currency: &str) -> Money {
+    money::Money {
+        fen,
+        currency: Currency::Cny,
+    }
+    .into()
 }
 
 pub struct Order {

@@ -27,11 +27,12 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 
 /// Each window starts this far before the cursor: orders stamped late within the same second,
 /// or written out of order by the platform, are fetched again (and deduplicated on upsert).
-pub const OVERLAP: Duration = Duration::from_secs(60);
+pub const OVERLAP: Duration = Duration::from_secs(15);
 /// The newest seconds are left for the next round: the platform may still be writing them.
 pub const SETTLE_LAG: Duration = Duration::from_secs(2);
-/// At most this much modified time per window.
-pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// At most this much modified time per window (a connection's window shrinks while windows
+/// fail — a busy window behind a flaky platform still makes progress — and grows back after).
+pub const MAX_WINDOW_SECS: i32 = 30 * 60;
 /// Orders per outbox message (one batch upsert each).
 pub const CHUNK: usize = 200;
 
@@ -256,6 +257,7 @@ struct Leased {
     channel_type: ChannelType,
     credentials_ct: Vec<u8>,
     cursor: DateTime<Utc>,
+    window_secs: i32,
 }
 
 /// Leases due connections (any tenant) and syncs each. Returns the orders fetched.
@@ -272,7 +274,7 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
                  WHERE status IN ('ACTIVE', 'FAILING') AND (lease_until IS NULL OR lease_until < now())
                    AND (sync_requested OR last_sync_at IS NULL OR last_sync_at < now() - make_interval(secs => $2))
                  ORDER BY last_sync_at NULLS FIRST LIMIT 8 FOR UPDATE SKIP LOCKED)
-             RETURNING c.tenant_id, c.channel_id, s.type, c.credentials_ct, c.sync_cursor",
+             RETURNING c.tenant_id, c.channel_id, s.type, c.credentials_ct, c.sync_cursor, c.window_secs",
             vec![worker.into(), every.as_secs_f64().into()],
         ))
         .await?;
@@ -288,6 +290,7 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
             channel_type,
             credentials_ct: r.try_get("", "credentials_ct")?,
             cursor: r.try_get("", "sync_cursor")?,
+            window_secs: r.try_get("", "window_secs")?,
         });
     }
     let mut total = 0;
@@ -301,13 +304,16 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
             Err(e) => {
                 let (status, msg) = match &e {
                     SyncError::Channel(ChannelError::Auth(m)) => ("AUTH_FAILED", m.clone()),
+                    SyncError::Service(ServiceError::Internal(inner)) => {
+                        ("FAILING", format!("internal error: {inner:#}"))
+                    }
                     other => ("FAILING", other.to_string()),
                 };
                 tracing::warn!(channel = %l.channel, error = %msg, "channel sync failed");
                 core.db
                     .execute_raw(stmt(
                         "UPDATE channel_connections SET status = $3, last_error = $4, last_error_at = now(),
-                            lease_owner = NULL, lease_until = NULL
+                            lease_owner = NULL, lease_until = NULL, window_secs = GREATEST(1, window_secs / 2)
                          WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $5",
                         vec![
                             l.tenant.0.into(),
@@ -350,6 +356,7 @@ fn adapter_for(
         creds,
         uphub_channels::HttpConfig {
             timeout: Duration::from_millis(core.cfg.channel_timeout_ms),
+            max_attempts: 8,
             ..Default::default()
         },
     )
@@ -385,9 +392,15 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     let budget = std::time::Instant::now();
     loop {
         let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();
-        let start = cursor - chrono::Duration::from_std(OVERLAP).unwrap_or_default();
-        let end =
-            (cursor + chrono::Duration::from_std(MAX_WINDOW).unwrap_or_default()).min(horizon);
+        // The overlap shrinks with the window (never below the settle lag): a narrow window behind
+        // a flaky platform must not drag a wide overlap along.
+        let overlap = OVERLAP
+            .min(Duration::from_secs(l.window_secs.max(1) as u64))
+            .max(SETTLE_LAG);
+        let start = cursor - chrono::Duration::from_std(overlap).unwrap_or_default();
+        let end = (cursor
+            + chrono::Duration::seconds(l.window_secs.clamp(1, MAX_WINDOW_SECS) as i64))
+        .min(horizon);
         if end <= cursor {
             break;
         }
@@ -425,13 +438,15 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     };
     tx.execute_raw(stmt(
         "UPDATE channel_connections SET lease_owner = NULL, lease_until = NULL,
-            credentials_ct = COALESCE($4, credentials_ct), status = 'ACTIVE', last_error = NULL
+            credentials_ct = COALESCE($4, credentials_ct), status = 'ACTIVE', last_error = NULL,
+            window_secs = LEAST($5, window_secs * 2)
          WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $3",
         vec![
             l.tenant.0.into(),
             l.channel.into(),
             worker.into(),
             ct.into(),
+            MAX_WINDOW_SECS.into(),
         ],
     ))
     .await?;
@@ -579,6 +594,7 @@ pub async fn push_available(
             channel_type,
             credentials_ct: r.try_get("", "credentials_ct")?,
             cursor: Utc::now(),
+            window_secs: MAX_WINDOW_SECS,
         };
         let creds = open_credentials(core, &dek, &leased)?;
         let Some(adapter) = adapter_for(core, channel_type, creds)? else {

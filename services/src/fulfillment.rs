@@ -45,6 +45,8 @@ impl MergeMode {
 
 /// The key lines are grouped by: (warehouse, virtual?, ships on).
 type GroupKey = (Uuid, bool, Option<NaiveDate>);
+/// Open fulfilments that could merge share this: (receiver key, warehouse, ships on).
+type MergeKey = (Vec<u8>, Option<Uuid>, Option<NaiveDate>);
 
 /// Groups lines into fulfilments (pure): one per warehouse, kind and pre-sale date.
 pub fn split_groups(
@@ -335,8 +337,7 @@ pub async fn suggestions(
             ),
         );
     }
-    let mut groups: BTreeMap<(Vec<u8>, Option<Uuid>, Option<NaiveDate>), Vec<FulfillmentView>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<MergeKey, Vec<FulfillmentView>> = BTreeMap::new();
     for r in &rows {
         let v = view_from(r)?;
         if let Some(k) = key_of.get(&v.id) {

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod buyers;
 pub mod catalog;
 pub mod channel_sync;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod pii;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod reservation;
+pub mod seckill;
 pub mod staff;
 pub mod stock_cache;
 

@@ -458,30 +458,48 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
     tx.commit().await?;
 
     let step = stock_step(state, status);
+    // What the engine already holds for the order: a settle that died after the engine call and
+    // before recording its result finds it here and does not ask twice.
+    let held = reservation_of(core, tenant, order).await?;
+    let active = held
+        .as_ref()
+        .filter(|(_, s)| s == "ACTIVE")
+        .map(|(id, _)| *id);
+    let confirmed = held.as_ref().is_some_and(|(_, s)| s == "CONFIRMED");
     let (new_state, detail) = match step {
         StockStep::Nothing => (state, None),
         StockStep::MarkReleased => (StockState::Released, None),
-        StockStep::Reserve | StockStep::ReserveThenConfirm => {
-            match reserve_for(core, &ctx, order, campaign, &lines).await? {
-                Ok(rid) => {
-                    if step == StockStep::ReserveThenConfirm {
-                        confirm_for(core, &ctx, rid).await?;
+        StockStep::Reserve | StockStep::ReserveThenConfirm | StockStep::Confirm => {
+            let reserved = match (held.as_ref(), active) {
+                (_, Some(rid)) => Ok(rid),
+                (Some((rid, _)), None) => Ok(*rid),
+                (None, None) => reserve_for(core, &ctx, order, campaign, &lines).await?,
+            };
+            match reserved {
+                Ok(rid) if step == StockStep::Reserve => {
+                    if confirmed {
                         (StockState::Confirmed, Some(json!({"reservation": rid})))
-                    } else {
+                    } else if active.is_some() || held.is_none() {
                         (StockState::Reserved, Some(json!({"reservation": rid})))
+                    } else {
+                        // Released or expired earlier: the order holds nothing.
+                        (
+                            StockState::Short,
+                            Some(json!({"reservation": rid, "ended": true})),
+                        )
                     }
+                }
+                Ok(rid) => {
+                    if !confirmed && (active.is_some() || held.is_none()) {
+                        confirm_for(core, &ctx, rid).await?;
+                    }
+                    (StockState::Confirmed, Some(json!({"reservation": rid})))
                 }
                 Err(sku) => (StockState::Short, Some(json!({"shortSku": sku}))),
             }
         }
-        StockStep::Confirm => {
-            if let Some(rid) = reservation_of(core, tenant, order).await? {
-                confirm_for(core, &ctx, rid).await?;
-            }
-            (StockState::Confirmed, None)
-        }
         StockStep::Release => {
-            if let Some(rid) = reservation_of(core, tenant, order).await? {
+            if let Some(rid) = active {
                 match reservation::release(core, &ctx, rid, false).await {
                     Ok(()) | Err(ServiceError::Conflict { .. }) | Err(ServiceError::NotFound) => {}
                     Err(e) => return Err(e),
@@ -641,6 +659,11 @@ async fn reserve_for(
     {
         Ok(r) => Ok(Ok(r.id)),
         Err(ServiceError::SoldOut { sku }) => Ok(Err(sku)),
+        // Another settle of the same order got there first: it will record the result.
+        Err(ServiceError::Conflict { .. }) => Err(ServiceError::conflict(
+            "order",
+            "the order's stock is being settled by another worker",
+        )),
         Err(e) => Err(e),
     }
 }
@@ -656,18 +679,23 @@ async fn confirm_for(core: &Core, ctx: &RequestCtx, rid: Uuid) -> ServiceResult<
     }
 }
 
-async fn reservation_of(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult<Option<Uuid>> {
+async fn reservation_of(
+    core: &Core,
+    tenant: TenantId,
+    order: Uuid,
+) -> ServiceResult<Option<(Uuid, String)>> {
     let tx = TenantTx::begin(&core.db, tenant).await?;
-    let id = tx
+    let row = tx
         .query_one_raw(stmt(
-            "SELECT id FROM reservations WHERE tenant_id = $1 AND owner_kind = 'ORDER' AND owner_id = $2",
+            "SELECT id, status FROM reservations WHERE tenant_id = $1 AND owner_kind = 'ORDER' AND owner_id = $2",
             vec![tenant.0.into(), order.to_string().into()],
         ))
-        .await?
-        .map(|r| r.try_get::<Uuid>("", "id"))
-        .transpose()?;
+        .await?;
     tx.commit().await?;
-    Ok(id)
+    Ok(match row {
+        Some(r) => Some((r.try_get("", "id")?, r.try_get("", "status")?)),
+        None => None,
+    })
 }
 
 // ---------------------------------------------------------------- queries ---

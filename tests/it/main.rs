@@ -2,6 +2,7 @@
 //! The one integration-test binary: every test runs against real Postgres, Redis and RabbitMQ,
 //! each with its own database and namespace.
 
+mod buyers;
 mod catalog;
 mod events;
 mod helpers;
@@ -10,4 +11,5 @@ mod isolation;
 mod media;
 mod orders;
 mod protection;
+mod seckill;
 mod stock;

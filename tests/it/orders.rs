@@ -487,9 +487,25 @@ async fn in_automatic_mode_one_receivers_orders_from_two_platforms_merge_by_them
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
 }
 
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves no worker behind.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A worker process of this test's instance (same database, namespace, Redis and RabbitMQ).
-fn spawn_worker(app: &TestApp) -> std::process::Child {
+fn spawn_worker(app: &TestApp) -> Worker {
     let cfg = &app.core.cfg;
+    // Logs of the worker processes, for a failure's post-mortem.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(format!("{}.worker.log", cfg.namespace)))
+        .unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_uphub-it"))
         .arg("worker")
         .env("DATABASE_URL", &cfg.database_url)
@@ -501,15 +517,17 @@ fn spawn_worker(app: &TestApp) -> std::process::Child {
         .env("UPHUB_CHANNEL_TIMEOUT_MS", "1500")
         .env("UPHUB_MAIL_DIR", std::env::temp_dir().join("uphub-it-mail"))
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
         .spawn()
+        .map(Worker)
         .expect("worker process")
 }
 
-fn sigkill(child: &mut std::process::Child) {
+fn sigkill(w: &mut Worker) {
     // Child::kill sends SIGKILL on Unix: no shutdown hook runs.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    w.0.kill().unwrap();
+    w.0.wait().unwrap();
 }
 
 async fn sql_rows(app: &TestApp, sql: &str) -> Vec<sea_orm::QueryResult> {
@@ -611,10 +629,17 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
     assert!(progress.done, "{progress:?}");
     let truth = m.mock.truth();
     assert_eq!(truth.len() as u32, orders);
-    // Faults off for the tail only to shorten it; every fault path has been exercised by now.
     let stats = m.mock.fault_stats();
+    let all = [stats.taobao, stats.douyin, stats.xiaohongshu];
     assert!(
-        stats.taobao.error_5xx > 0 && stats.douyin.throttled + stats.douyin.refused_banned > 0,
+        all.iter().map(|s| s.error_5xx).sum::<u64>() > 0,
+        "{stats:?}"
+    );
+    assert!(
+        all.iter()
+            .map(|s| s.throttled + s.refused_banned)
+            .sum::<u64>()
+            > 0,
         "{stats:?}"
     );
 
@@ -660,8 +685,19 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         if mismatches.is_empty() && rows.len() == truth.len() {
             break;
         }
+        let conns = sql_rows(&app, "SELECT channel_id::text AS c, status, coalesce(last_error, '') AS e FROM channel_connections").await;
+        let conns: Vec<String> = conns
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r.try_get::<String>("", "status").unwrap(),
+                    r.try_get::<String>("", "e").unwrap()
+                )
+            })
+            .collect();
         last_mismatch = format!(
-            "{} of {} differ (we hold {}), e.g. {:?}",
+            "connections {conns:?}; {} of {} differ (we hold {}), e.g. {:?}",
             mismatches.len(),
             truth.len(),
             rows.len(),

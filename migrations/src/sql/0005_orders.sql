@@ -27,6 +27,8 @@ CREATE TABLE channel_connections (
     lease_owner      uuid,
     lease_until      timestamptz,
     sync_requested   boolean NOT NULL DEFAULT false,
+    -- Width of the next pull window: halved after a failed window, doubled after a good one.
+    window_secs      int NOT NULL DEFAULT 1800 CHECK (window_secs BETWEEN 1 AND 1800),
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, channel_id),
