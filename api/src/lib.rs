@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod metrics;
+pub mod payhooks;
 pub mod seckill;
 
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ pub fn router(app: App) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(payhooks::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }
@@ -701,6 +703,10 @@ pub async fn run_stock_jobs(
         holds::drain_dirty(&core, Duration::from_millis(500))
             .await
             .map_err(|e| anyhow::anyhow!("dirty drain: {e}"))?;
+        // Before the settle, so a timed-out order's stock is released in the same tick.
+        uphub_services::checkout::upkeep(&core)
+            .await
+            .map_err(|e| anyhow::anyhow!("checkout upkeep: {e}"))?;
         uphub_services::orders::settle_dirty(&core, 200)
             .await
             .map_err(|e| anyhow::anyhow!("order stock settle: {e}"))?;

@@ -33,7 +33,7 @@ use uphub_domain::error::ErrorCode;
 use uphub_resolvers::Caller;
 use uphub_resolvers::seckill::{SeckillBuyerMutation, SeckillBuyerQuery, SeckillSubscription};
 use uphub_services::Core;
-use uphub_services::seckill::{self, SeckillConfig, SeckillError, TicketRef};
+use uphub_services::seckill::{self, SeckillConfig, SeckillError, Source, TicketRef};
 use uphub_tenants::RequestCtx;
 
 use crate::metrics::Metrics;
@@ -389,8 +389,8 @@ async fn ticket_inner(
         return service_error(uphub_services::ServiceError::NotFound.into(), &rid);
     };
     let t = match wait {
-        None => seckill::ticket(&edge.core, &ctx, r).await,
-        Some(w) => seckill::ticket_wait(&edge.core, &ctx, r, w).await,
+        None => seckill::ticket_from(&edge.core, &ctx, r, Source::Redis).await,
+        Some(w) => seckill::ticket_wait(&edge.core, &ctx, r, w, Source::Redis).await,
     };
     match t {
         Ok(t) => axum::Json(json!({"ticket": seckill::ticket_json(&t)})).into_response(),

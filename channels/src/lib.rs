@@ -69,6 +69,17 @@ pub struct Window {
     pub end: DateTime<Utc>,
 }
 
+/// What a window pull brought back. `complete` is false when some orders of the window could not
+/// be fetched (after the adapter's retries): what did arrive is still good, but the window must be
+/// pulled again before the cursor may pass it.
+#[derive(Debug, Clone, Default)]
+pub struct WindowFetch {
+    pub orders: Vec<ChannelOrder>,
+    pub complete: bool,
+    /// The last error behind an incomplete pull.
+    pub error: Option<ChannelError>,
+}
+
 /// A platform message (TMC / push) that names an order to refetch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderHint {
@@ -83,6 +94,22 @@ pub trait Marketplace: Send + Sync {
 
     /// Every order modified in `window`, all pages, in the platform's documented paging order.
     async fn orders_modified(&self, window: Window) -> Result<Vec<ChannelOrder>, ChannelError>;
+
+    /// Like [`Marketplace::orders_modified`], but orders listed with a modified time no newer than
+    /// `known` (what we already hold) may be skipped, and orders that could not be fetched do not
+    /// fail the whole window. Platforms whose list already carries full orders keep the default.
+    async fn fetch_window(
+        &self,
+        window: Window,
+        known: &std::collections::HashMap<String, DateTime<Utc>>,
+    ) -> Result<WindowFetch, ChannelError> {
+        let _ = known;
+        Ok(WindowFetch {
+            orders: self.orders_modified(window).await?,
+            complete: true,
+            error: None,
+        })
+    }
 
     /// One order in full.
     async fn order(&self, platform_order_id: &str) -> Result<ChannelOrder, ChannelError>;

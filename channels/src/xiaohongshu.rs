@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::{StreamExt, TryStreamExt, stream};
+use futures_util::{StreamExt, stream};
 use serde_json::{Map, Value, json};
 use uphub_domain::catalog::ChannelType;
 use uphub_domain::order::{
@@ -296,7 +296,19 @@ impl Marketplace for XiaohongshuShop {
     }
 
     async fn orders_modified(&self, window: Window) -> Result<Vec<ChannelOrder>, ChannelError> {
-        let mut ids: Vec<String> = Vec::new();
+        let fetched = self.fetch_window(window, &HashMap::new()).await?;
+        match (fetched.complete, fetched.error) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(fetched.orders),
+        }
+    }
+
+    async fn fetch_window(
+        &self,
+        window: Window,
+        known: &HashMap<String, DateTime<Utc>>,
+    ) -> Result<crate::WindowFetch, ChannelError> {
+        let mut listed: Vec<(String, Option<DateTime<Utc>>)> = Vec::new();
         for w in split_window(window, TimeDelta::minutes(MAX_WINDOW_MINUTES)) {
             let first = self.list_page(w, 1).await?;
             let last = last_page(&first);
@@ -311,20 +323,44 @@ impl Marketplace for XiaohongshuShop {
             }
             for data in &pages {
                 for o in array(data, "orderList") {
-                    ids.push(req_text(o, "orderId", "order.getOrderList")?);
+                    let updated = int(o, "updateTime").and_then(DateTime::from_timestamp_millis);
+                    listed.push((req_text(o, "orderId", "order.getOrderList")?, updated));
                 }
             }
         }
         let mut seen = std::collections::HashSet::new();
-        ids.retain(|id| seen.insert(id.clone()));
+        listed.retain(|(id, _)| seen.insert(id.clone()));
+        // The list says when each order last changed: a detail we already hold is not fetched again.
+        let ids: Vec<String> = listed
+            .into_iter()
+            .filter(|(id, updated)| match (known.get(id), updated) {
+                (Some(held), Some(u)) => u > held,
+                _ => true,
+            })
+            .map(|(id, _)| id)
+            .collect();
         // Boxed futures collected first: a closure inside the stream trips the `Send` check of
         // the async-trait future (higher-ranked lifetimes).
         let details: Vec<_> = ids.iter().map(|id| self.order(id)).collect();
-        let orders: Vec<ChannelOrder> = stream::iter(details)
+        let results: Vec<Result<ChannelOrder, ChannelError>> = stream::iter(details)
             .buffered(self.detail_concurrency)
-            .try_collect()
-            .await?;
-        Ok(dedupe_newest(orders))
+            .collect()
+            .await;
+        let mut orders = Vec::with_capacity(results.len());
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(o) => orders.push(o),
+                // A platform answer we cannot read is not worth a retry; it fails the window.
+                Err(e @ ChannelError::Protocol(_)) => return Err(e),
+                Err(e) => error = Some(e),
+            }
+        }
+        Ok(crate::WindowFetch {
+            orders: dedupe_newest(orders),
+            complete: error.is_none(),
+            error,
+        })
     }
 
     async fn order(&self, platform_order_id: &str) -> Result<ChannelOrder, ChannelError> {

@@ -9,6 +9,7 @@ mod m0004_media;
 mod m0005_orders;
 mod m0006_buyers;
 mod m0007_buyer_identity;
+mod m0008_checkout;
 mod m0009_seckill;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_orders::Migration),
             Box::new(m0006_buyers::Migration),
             Box::new(m0007_buyer_identity::Migration),
+            Box::new(m0008_checkout::Migration),
             Box::new(m0009_seckill::Migration),
         ]
     }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod buyers;
 pub mod caller;
 pub mod catalog;
+pub mod checkout;
 pub mod events;
 pub mod identity;
 pub mod inventory;
@@ -27,6 +28,7 @@ pub struct Query(
     seckill::SeckillStaffQuery,
     seckill::SeckillBuyerQuery,
     buyers::BuyersQuery,
+    checkout::CheckoutQuery,
 );
 
 #[derive(async_graphql::MergedObject, Default)]
@@ -41,6 +43,7 @@ pub struct Mutation(
     seckill::SeckillStaffMutation,
     seckill::SeckillBuyerMutation,
     buyers::BuyersMutation,
+    checkout::CheckoutMutation,
 );
 
 #[derive(async_graphql::MergedSubscription, Default)]

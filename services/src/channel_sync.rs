@@ -404,18 +404,20 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         if end <= cursor {
             break;
         }
-        let mut orders = adapter.orders_modified(Window { start, end }).await?;
+        let known = held_versions(core, l, start).await?;
+        let pulled = adapter.fetch_window(Window { start, end }, &known).await?;
+        // Hints only say "something changed": the window pull fetches those orders anyway.
         let hints = adapter.poll_hints().await?;
-        for h in &hints {
-            if !orders
-                .iter()
-                .any(|o| o.platform_order_id == h.platform_order_id)
-            {
-                orders.push(adapter.order(&h.platform_order_id).await?);
-            }
-        }
-        let fetched_orders = seal(core, l, &dek, adapter.as_ref(), orders).await?;
+        let fetched_orders = seal(core, l, &dek, adapter.as_ref(), pulled.orders).await?;
         fetched += fetched_orders.len();
+        if !pulled.complete {
+            // Keep what arrived (idempotent downstream), but do not pass the window.
+            commit_window(core, worker, l, &fetched_orders, cursor).await?;
+            return Err(pulled
+                .error
+                .unwrap_or_else(|| ChannelError::Unavailable("window incomplete".into()))
+                .into());
+        }
         commit_window(core, worker, l, &fetched_orders, end).await?;
         if !hints.is_empty() {
             let ids: Vec<String> = hints.iter().map(|h| h.message_id.clone()).collect();
@@ -452,6 +454,31 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     .await?;
     tx.commit().await?;
     Ok(fetched)
+}
+
+/// The platform modified times we hold for orders of this channel changed since `since`.
+async fn held_versions(
+    core: &Core,
+    l: &Leased,
+    since: DateTime<Utc>,
+) -> Result<std::collections::HashMap<String, DateTime<Utc>>, SyncError> {
+    let tx = TenantTx::begin(&core.db, l.tenant).await?;
+    let rows = tx
+        .query_all_raw(stmt(
+            "SELECT platform_order_id, platform_modified_at FROM orders
+             WHERE tenant_id = $1 AND channel_id = $2 AND platform_modified_at >= $3",
+            vec![l.tenant.0.into(), l.channel.into(), since.into()],
+        ))
+        .await?;
+    tx.commit().await?;
+    let mut out = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        out.insert(
+            r.try_get::<String>("", "platform_order_id")?,
+            r.try_get::<DateTime<Utc>>("", "platform_modified_at")?,
+        );
+    }
+    Ok(out)
 }
 
 /// Decrypts the receivers of unshipped orders we do not hold sealed yet, and seals them.

@@ -1340,9 +1340,27 @@ pub async fn buy(
     }
 }
 
-/// A ticket as it stands: from Redis, or Postgres once Redis forgot it. Buyers see their own
-/// tickets only; staff with ORDER_READ see the tenant's. Anything else is NOT_FOUND.
+/// Where a ticket read may look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The edge's polling: Redis answers, an unknown ticket is NOT_FOUND without a query.
+    Redis,
+    /// GraphQL: Postgres once Redis has forgotten the campaign (a week after it ended).
+    RedisThenPostgres,
+}
+
+/// A ticket as it stands. Buyers see their own tickets only; staff with ORDER_READ see the
+/// tenant's. Anything else is NOT_FOUND.
 pub async fn ticket(core: &Core, ctx: &RequestCtx, r: TicketRef) -> ServiceResult<Ticket> {
+    ticket_from(core, ctx, r, Source::RedisThenPostgres).await
+}
+
+pub async fn ticket_from(
+    core: &Core,
+    ctx: &RequestCtx,
+    r: TicketRef,
+    source: Source,
+) -> ServiceResult<Ticket> {
     let me = ctx.buyer_id();
     if me.is_none() {
         require(ctx, Permission::OrderRead)?;
@@ -1356,9 +1374,10 @@ pub async fn ticket(core: &Core, ctx: &RequestCtx, r: TicketRef) -> ServiceResul
         .await?;
     let t = match raw.as_deref().and_then(Record::parse) {
         Some(rec) => Ticket::from_record(r, &rec, false),
-        None => ticket_from_db(core, ctx.tenant, r)
+        None if source == Source::RedisThenPostgres => ticket_from_db(core, ctx.tenant, r)
             .await?
             .ok_or(ServiceError::NotFound)?,
+        None => return Err(ServiceError::NotFound),
     };
     if me.is_some_and(|b| b != t.buyer_id) {
         return Err(ServiceError::NotFound);
@@ -1402,6 +1421,7 @@ pub async fn ticket_wait(
     ctx: &RequestCtx,
     r: TicketRef,
     timeout: Duration,
+    source: Source,
 ) -> ServiceResult<Ticket> {
     // Subscribe before reading, so a result published in between is not missed.
     let mut changes = Box::pin(
@@ -1410,7 +1430,7 @@ pub async fn ticket_wait(
     );
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let t = ticket(core, ctx, r).await?;
+        let t = ticket_from(core, ctx, r, source).await?;
         if t.status.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(t);
         }
@@ -1443,9 +1463,15 @@ pub async fn ticket_changes(
                     let fin = t.status.is_final();
                     return Some((t, (None, fin)));
                 }
-                let t = ticket_wait(&core, &ctx, r, Duration::from_secs(3600))
-                    .await
-                    .ok()?;
+                let t = ticket_wait(
+                    &core,
+                    &ctx,
+                    r,
+                    Duration::from_secs(3600),
+                    Source::RedisThenPostgres,
+                )
+                .await
+                .ok()?;
                 let fin = t.status.is_final();
                 Some((t, (None, fin)))
             }
