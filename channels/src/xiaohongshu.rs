@@ -18,6 +18,9 @@ use crate::http::{
     quantity, req_int, req_text, retrying, split_window, text, whole_seconds,
 };
 use crate::sign::xhs_sign;
+
+/// Order details fetched per window pull at most (see `fetch_window`).
+const DETAILS_PER_PULL: usize = 200;
 use crate::{ChannelError, Credentials, Marketplace, Window};
 
 const VERSION: &str = "2.0";
@@ -296,10 +299,20 @@ impl Marketplace for XiaohongshuShop {
     }
 
     async fn orders_modified(&self, window: Window) -> Result<Vec<ChannelOrder>, ChannelError> {
-        let fetched = self.fetch_window(window, &HashMap::new()).await?;
-        match (fetched.complete, fetched.error) {
-            (false, Some(e)) => Err(e),
-            _ => Ok(fetched.orders),
+        let mut known = HashMap::new();
+        let mut all = Vec::new();
+        loop {
+            let fetched = self.fetch_window(window, &known).await?;
+            if let Some(e) = fetched.error {
+                return Err(e);
+            }
+            for o in &fetched.orders {
+                known.insert(o.platform_order_id.clone(), o.modified_at);
+            }
+            all.extend(fetched.orders);
+            if fetched.complete {
+                return Ok(dedupe_newest(all));
+            }
         }
     }
 
@@ -339,6 +352,10 @@ impl Marketplace for XiaohongshuShop {
             })
             .map(|(id, _)| id)
             .collect();
+        // A bounded number of details per pull: a busy window behind a flaky platform is worked
+        // off in pieces the caller can commit, instead of all or nothing.
+        let more = ids.len() > DETAILS_PER_PULL;
+        let ids: Vec<String> = ids.into_iter().take(DETAILS_PER_PULL).collect();
         // Boxed futures collected first: a closure inside the stream trips the `Send` check of
         // the async-trait future (higher-ranked lifetimes).
         let details: Vec<_> = ids.iter().map(|id| self.order(id)).collect();
@@ -358,7 +375,7 @@ impl Marketplace for XiaohongshuShop {
         }
         Ok(crate::WindowFetch {
             orders: dedupe_newest(orders),
-            complete: error.is_none(),
+            complete: error.is_none() && !more,
             error,
         })
     }

@@ -33,6 +33,8 @@ pub const SETTLE_LAG: Duration = Duration::from_secs(2);
 /// At most this much modified time per window (a connection's window shrinks while windows
 /// fail — a busy window behind a flaky platform still makes progress — and grows back after).
 pub const MAX_WINDOW_SECS: i32 = 30 * 60;
+/// A sync round is abandoned after this long (its lease is 30 s; its work so far is kept).
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(28);
 /// Orders per outbox message (one batch upsert each).
 pub const CHUNK: usize = 200;
 
@@ -265,7 +267,7 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
     let rows = core
         .db
         .query_all_raw(stmt(
-            "UPDATE channel_connections c SET lease_owner = $1, lease_until = now() + interval '120 seconds',
+            "UPDATE channel_connections c SET lease_owner = $1, lease_until = now() + interval '30 seconds',
                 last_sync_at = now(), sync_requested = false
              FROM sales_channels s
              WHERE s.tenant_id = c.tenant_id AND s.id = c.channel_id
@@ -295,7 +297,13 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
     }
     let mut total = 0;
     let jobs = leased.into_iter().map(|l| async move {
-        let r = sync_one(core, worker, &l).await;
+        // Whatever a platform or the network does, one round never holds the loop for long.
+        let r = match tokio::time::timeout(SYNC_DEADLINE, sync_one(core, worker, &l)).await {
+            Ok(r) => r,
+            Err(_) => Err(SyncError::Channel(ChannelError::Unavailable(format!(
+                "sync round exceeded {SYNC_DEADLINE:?}"
+            )))),
+        };
         (l, r)
     });
     for (l, r) in futures_util::future::join_all(jobs).await {
@@ -389,6 +397,8 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     };
     let mut cursor = l.cursor;
     let mut fetched = 0usize;
+    // Orders fetched in this round (the bus may not have written them to Postgres yet).
+    let mut seen: std::collections::HashMap<String, DateTime<Utc>> = std::collections::HashMap::new();
     let budget = std::time::Instant::now();
     loop {
         let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();
@@ -404,8 +414,12 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         if end <= cursor {
             break;
         }
-        let known = held_versions(core, l, start).await?;
+        let mut known = held_versions(core, l, start).await?;
+        known.extend(seen.iter().map(|(k, v)| (k.clone(), *v)));
         let pulled = adapter.fetch_window(Window { start, end }, &known).await?;
+        for o in &pulled.orders {
+            seen.insert(o.platform_order_id.clone(), o.modified_at);
+        }
         // Hints only say "something changed": the window pull fetches those orders anyway.
         let hints = adapter.poll_hints().await?;
         let fetched_orders = seal(core, l, &dek, adapter.as_ref(), pulled.orders).await?;
@@ -413,10 +427,12 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         if !pulled.complete {
             // Keep what arrived (idempotent downstream), but do not pass the window.
             commit_window(core, worker, l, &fetched_orders, cursor).await?;
-            return Err(pulled
-                .error
-                .unwrap_or_else(|| ChannelError::Unavailable("window incomplete".into()))
-                .into());
+            match pulled.error {
+                Some(e) => return Err(e.into()),
+                // More of the same window to fetch.
+                None if budget.elapsed() < Duration::from_secs(20) => continue,
+                None => break,
+            }
         }
         commit_window(core, worker, l, &fetched_orders, end).await?;
         if !hints.is_empty() {
@@ -424,7 +440,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
             adapter.confirm_hints(&ids).await?;
         }
         cursor = end;
-        if end >= horizon || budget.elapsed() > Duration::from_secs(60) {
+        if end >= horizon || budget.elapsed() > Duration::from_secs(20) {
             break;
         }
     }
@@ -554,7 +570,7 @@ async fn commit_window(
         .execute_raw(stmt(
             "UPDATE channel_connections SET sync_cursor = GREATEST(sync_cursor, $3),
                 orders_fetched = orders_fetched + $4, last_success_at = now(),
-                lease_until = now() + interval '120 seconds'
+                lease_until = now() + interval '30 seconds'
              WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $5",
             vec![
                 l.tenant.0.into(),

@@ -289,7 +289,8 @@ struct Priced {
     code: String,
     quantity: i32,
     unit_price_fen: i64,
-    warehouse: Uuid,
+    /// None: a course or membership without a stock pool, sold without limit.
+    warehouse: Option<Uuid>,
 }
 
 /// `orderPlace`: prices, reserves, writes the order; SOLD_OUT writes nothing.
@@ -390,7 +391,7 @@ async fn place(
     let skus: Vec<Uuid> = lines.iter().map(|l| l.sku).collect();
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT s.id, s.code, p.title || ' ' || s.name AS title, p.status,
+            "SELECT s.id, s.code, p.title || ' ' || s.name AS title, p.status, p.kind,
                     CASE WHEN l.listed THEN l.price_fen ELSE s.price_fen END AS price_fen,
                     (SELECT warehouse_id FROM inventory_levels v WHERE v.tenant_id = s.tenant_id
                        AND v.sku_id = s.id ORDER BY on_hand - reserved - held DESC, warehouse_id LIMIT 1) AS warehouse_id
@@ -423,9 +424,14 @@ async fn place(
         if r.try_get::<String>("", "status")? == "ARCHIVED" {
             return Err(invalid("skuId", format!("SKU {} is no longer sold", l.sku)));
         }
-        let Some(warehouse) = r.try_get::<Option<Uuid>>("", "warehouse_id")? else {
+        let warehouse = r.try_get::<Option<Uuid>>("", "warehouse_id")?;
+        let unlimited = matches!(
+            r.try_get::<String>("", "kind")?.as_str(),
+            "COURSE" | "MEMBERSHIP"
+        );
+        if warehouse.is_none() && !unlimited {
             return Err(ServiceError::SoldOut { sku: l.sku });
-        };
+        }
         priced.push(Priced {
             sku: l.sku,
             title: r
@@ -449,25 +455,35 @@ async fn place(
     let now = core.now();
     let due = now + chrono::Duration::minutes(i64::from(payment_minutes));
     let ttl = Duration::from_secs(payment_minutes as u64 * 60) + RESERVATION_MARGIN;
-    let res = reservation::reserve(
-        core,
-        ctx,
-        ReserveRequest {
-            owner_kind: "ORDER".into(),
-            owner_id: order_id.to_string(),
-            campaign: campaign.clone(),
-            lines: priced
-                .iter()
-                .map(|p| Line {
-                    sku: p.sku,
-                    warehouse: p.warehouse,
-                    quantity: p.quantity,
-                })
-                .collect(),
-            ttl,
-        },
-    )
-    .await?;
+    let tracked: Vec<Line> = priced
+        .iter()
+        .filter_map(|p| {
+            p.warehouse.map(|warehouse| Line {
+                sku: p.sku,
+                warehouse,
+                quantity: p.quantity,
+            })
+        })
+        .collect();
+    // Nothing to hold (only unlimited virtual goods): no reservation, and nothing for the
+    // settle loop to do either way, so the stock state starts as CONFIRMED.
+    let reservation_id = if tracked.is_empty() {
+        None
+    } else {
+        let res = reservation::reserve(
+            core,
+            ctx,
+            ReserveRequest {
+                owner_kind: "ORDER".into(),
+                owner_id: order_id.to_string(),
+                campaign: campaign.clone(),
+                lines: tracked,
+                ttl,
+            },
+        )
+        .await?;
+        Some(res.id)
+    };
 
     // 3. The order. A failure here gives the stock back.
     let written = write_order(
@@ -484,12 +500,14 @@ async fn place(
         campaign.as_deref(),
         now,
         due,
-        res.id,
+        reservation_id,
         key,
     )
     .await;
     if let Err(e) = written {
-        if let Err(re) = reservation::release(core, ctx, res.id, false).await {
+        if let Some(rid) = reservation_id
+            && let Err(re) = reservation::release(core, ctx, rid, false).await
+        {
             tracing::warn!(error = %re, "releasing the stock of a failed placement failed; the TTL will");
         }
         return Err(e);
@@ -527,7 +545,7 @@ async fn write_order(
     campaign: Option<&str>,
     now: DateTime<Utc>,
     due: DateTime<Utc>,
-    reservation_id: Uuid,
+    reservation_id: Option<Uuid>,
     key: &str,
 ) -> ServiceResult<()> {
     use uphub_domain::pii::{mask_address, mask_name, mask_phone};
@@ -553,7 +571,8 @@ async fn write_order(
             platform_status, platform_modified_at, receiver_masked, receiver_ct, receiver_key,
             total_fen, campaign, placed_at, stock_state, reservation_id, buyer_id, payment_due_at)
          VALUES ($1, $2, $3, $4, $5, 'PENDING_PAYMENT', 'PENDING_PAYMENT', $6, $7,
-            decode($8, 'base64'), decode($9, 'hex'), $10, $11, $6, 'RESERVED', $12, $13, $14)",
+            decode($8, 'base64'), decode($9, 'hex'), $10, $11, $6,
+            CASE WHEN $12::uuid IS NULL THEN 'CONFIRMED' ELSE 'RESERVED' END, $12, $13, $14)",
         vec![
             tenant.0.into(),
             order_id.into(),

@@ -589,8 +589,8 @@ impl From<sea_orm::DbErr> for NotifyRejected {
 fn pay_reject(e: PayError) -> NotifyRejected {
     tracing::warn!(error = %e, code = e.code(), "payment callback refused");
     let status = match e {
-        PayError::SignatureInvalid { .. }
-        | PayError::UnknownSerial { .. }
+        PayError::SignatureInvalid
+        | PayError::UnknownSerial(_)
         | PayError::TimestampSkew { .. } => 401,
         _ => 400,
     };
@@ -901,7 +901,7 @@ async fn apply_paid(
             .rows_affected();
         if kept == 0 {
             tx.execute_raw(stmt(
-                "UPDATE orders SET stock_state = 'NONE' WHERE tenant_id = $1 AND id = $2",
+                "UPDATE orders SET stock_state = 'NONE' WHERE tenant_id = $1 AND id = $2 AND stock_state = 'RESERVED'",
                 vec![tenant.0.into(), order_id.into()],
             ))
             .await?;

@@ -4,6 +4,7 @@
 
 mod buyers;
 mod catalog;
+mod checkout;
 mod events;
 mod helpers;
 mod identity;

@@ -516,7 +516,7 @@ fn spawn_worker(app: &TestApp) -> Worker {
         .env("UPHUB_CHANNEL_SYNC_EVERY_MS", "300")
         .env("UPHUB_CHANNEL_TIMEOUT_MS", "1500")
         .env("UPHUB_MAIL_DIR", std::env::temp_dir().join("uphub-it-mail"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info,uphub_channels=warn,sqlx=warn,lapin=warn")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
