@@ -82,6 +82,8 @@ impl Edge {
     }
 }
 
+/// The state is shared behind an Arc: cloning a Core per request would copy its Redis client's
+/// connection info.
 pub fn router(edge: Edge) -> Router {
     Router::new()
         .route("/seckill/buy", post(buy))
@@ -93,7 +95,7 @@ pub fn router(edge: Edge) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(edge)
+        .with_state(Arc::new(edge))
 }
 
 /// Opens the ticket channel and loads the scripts, then serves until `shutdown` resolves
@@ -244,7 +246,7 @@ struct BuyBody {
 }
 
 async fn buy(
-    State(edge): State<Edge>,
+    State(edge): State<Arc<Edge>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -334,7 +336,7 @@ async fn buy_inner(
 }
 
 async fn ticket(
-    State(edge): State<Edge>,
+    State(edge): State<Arc<Edge>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -356,7 +358,7 @@ struct WaitParams {
 }
 
 async fn ticket_wait(
-    State(edge): State<Edge>,
+    State(edge): State<Arc<Edge>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -400,7 +402,7 @@ async fn ticket_inner(
 
 /// The buyer fields over GraphQL (single operations), under the gateway's protection limits.
 async fn graphql(
-    State(edge): State<Edge>,
+    State(edge): State<Arc<Edge>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -468,7 +470,7 @@ async fn graphql(
 /// `seckillTicketChanged` over graphql-transport-ws / graphql-ws; the buyer token comes in the
 /// connection_init payload (`Authorization`, `authorization` or `token`).
 async fn graphql_ws(
-    State(edge): State<Edge>,
+    State(edge): State<Arc<Edge>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     protocol: GraphQLProtocol,
@@ -508,14 +510,30 @@ async fn graphql_ws(
         })
 }
 
-async fn healthz(State(edge): State<Edge>) -> Response {
+async fn healthz(State(edge): State<Arc<Edge>>) -> Response {
     edge.metrics
         .observe_request("/healthz", 200, Duration::ZERO);
     (StatusCode::OK, "ok").into_response()
 }
 
-async fn readyz(State(edge): State<Edge>) -> Response {
-    let checks = tokio::time::timeout(Duration::from_secs(3), crate::readiness(&edge.core))
+/// Ready when Redis and RabbitMQ answer. Postgres is not asked: the edge sells without it (the
+/// writers catch up), so a database outage must not take the edge out of the balancer.
+async fn readyz(State(edge): State<Arc<Edge>>) -> Response {
+    let checks = async {
+        let mut conn = edge.core.redis.clone();
+        let redis = redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        let amqp = if edge.core.amqp.status().connected() {
+            Ok(())
+        } else {
+            Err("not connected".to_string())
+        };
+        vec![("redis", redis), ("rabbitmq", amqp)]
+    };
+    let checks = tokio::time::timeout(Duration::from_secs(3), checks)
         .await
         .unwrap_or_else(|_| vec![("timeout", Err("checks timed out".into()))]);
     let ok = checks.iter().all(|(_, r)| r.is_ok());
@@ -531,7 +549,7 @@ async fn readyz(State(edge): State<Edge>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics_text(State(edge): State<Edge>) -> Response {
+async fn metrics_text(State(edge): State<Arc<Edge>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         edge.metrics.render(&[]),

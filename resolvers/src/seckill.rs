@@ -31,6 +31,8 @@ pub enum SeckillTicketStatus {
     SoldOut,
     /// The buyer already holds the campaign's per-buyer limit.
     LimitExceeded,
+    /// Won, but the order was not paid in time: its units went back on sale.
+    Cancelled,
 }
 
 impl From<TicketStatus> for SeckillTicketStatus {
@@ -40,6 +42,7 @@ impl From<TicketStatus> for SeckillTicketStatus {
             TicketStatus::Won => SeckillTicketStatus::Won,
             TicketStatus::SoldOut => SeckillTicketStatus::SoldOut,
             TicketStatus::LimitExceeded => SeckillTicketStatus::LimitExceeded,
+            TicketStatus::Cancelled => SeckillTicketStatus::Cancelled,
         }
     }
 }

@@ -33,8 +33,8 @@ pub const SETTLE_LAG: Duration = Duration::from_secs(2);
 /// At most this much modified time per window (a connection's window shrinks while windows
 /// fail — a busy window behind a flaky platform still makes progress — and grows back after).
 pub const MAX_WINDOW_SECS: i32 = 30 * 60;
-/// A sync round is abandoned after this long (its lease is 30 s; its work so far is kept).
-pub const SYNC_DEADLINE: Duration = Duration::from_secs(28);
+/// A sync round is abandoned after this long (its lease is 60 s; what it committed is kept).
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(55);
 /// Orders per outbox message (one batch upsert each).
 pub const CHUNK: usize = 200;
 
@@ -267,7 +267,7 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
     let rows = core
         .db
         .query_all_raw(stmt(
-            "UPDATE channel_connections c SET lease_owner = $1, lease_until = now() + interval '30 seconds',
+            "UPDATE channel_connections c SET lease_owner = $1, lease_until = now() + interval '60 seconds',
                 last_sync_at = now(), sync_requested = false
              FROM sales_channels s
              WHERE s.tenant_id = c.tenant_id AND s.id = c.channel_id
@@ -430,7 +430,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
             match pulled.error {
                 Some(e) => return Err(e.into()),
                 // More of the same window to fetch.
-                None if budget.elapsed() < Duration::from_secs(20) => continue,
+                None if budget.elapsed() < Duration::from_secs(40) => continue,
                 None => break,
             }
         }
@@ -440,7 +440,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
             adapter.confirm_hints(&ids).await?;
         }
         cursor = end;
-        if end >= horizon || budget.elapsed() > Duration::from_secs(20) {
+        if end >= horizon || budget.elapsed() > Duration::from_secs(40) {
             break;
         }
     }
@@ -570,7 +570,7 @@ async fn commit_window(
         .execute_raw(stmt(
             "UPDATE channel_connections SET sync_cursor = GREATEST(sync_cursor, $3),
                 orders_fetched = orders_fetched + $4, last_success_at = now(),
-                lease_until = now() + interval '30 seconds'
+                lease_until = now() + interval '60 seconds'
              WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $5",
             vec![
                 l.tenant.0.into(),

@@ -47,10 +47,13 @@
 //!
 //! Failure handling: a batch that fails is retried (three attempts, back-off); then each of its
 //! tickets is handed to the `seckill-order-writer` consumer of the common framework (one ticket
-//! per transaction, retries, dead letters, replay). Decided reservations last until the order is
-//! paid and shipped or cancelled (the order lifecycle releases them), like marketplace orders.
-//! Cancelling unpaid orders at `payment_due_at` belongs to the checkout flow; their units return
-//! to the general pool, not to the campaign.
+//! per transaction, retries, dead letters, replay).
+//!
+//! Unpaid orders: a reservation lasts until the payment deadline plus [`RESERVATION_MARGIN`],
+//! exactly like checkout's (owner ORDER/order id: payment extends it, checkout's deadline sweeper
+//! cancels the order, the settle loop releases it into the general pool). The worker's upkeep
+//! then turns the ticket CANCELLED and, while the sale runs, gives its units back to the quota —
+//! unpaid units go back on sale.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
@@ -93,8 +96,9 @@ pub const FALLBACK_CONSUMER: &str = "seckill-order-writer";
 pub const REPUBLISH_AFTER_MS: i64 = 5_000;
 /// Redis state outlives the campaign by this much (ticket polling after the sale).
 const RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Flash-sale reservations last until the order is paid and shipped, or cancelled.
-const RESERVATION_TTL: chrono::Duration = chrono::Duration::days(365);
+/// A reservation outlives its order's payment deadline by this much (as checkout's do): the
+/// deadline sweeper cancels an unpaid order first, and payment extends the reservation.
+const RESERVATION_MARGIN: chrono::Duration = chrono::Duration::minutes(10);
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -123,6 +127,8 @@ pub mod rules {
         SoldOut,
         /// The buyer already holds the campaign's per-buyer limit.
         LimitExceeded,
+        /// Won, but the order was not paid in time: its units went back on sale.
+        Cancelled,
     }
 
     impl TicketStatus {
@@ -132,6 +138,7 @@ pub mod rules {
                 TicketStatus::Won => "WON",
                 TicketStatus::SoldOut => "SOLD_OUT",
                 TicketStatus::LimitExceeded => "LIMIT_EXCEEDED",
+                TicketStatus::Cancelled => "CANCELLED",
             }
         }
 
@@ -141,6 +148,7 @@ pub mod rules {
                 TicketStatus::Won,
                 TicketStatus::SoldOut,
                 TicketStatus::LimitExceeded,
+                TicketStatus::Cancelled,
             ]
             .into_iter()
             .find(|t| t.as_str() == s)
@@ -765,6 +773,28 @@ for i = 1, #ARGV, 6 do
   redis.call('ZREM', KEYS[5], id)
 end
 return changed
+"#,
+    )
+});
+
+/// A won ticket's order was cancelled unpaid. KEYS campaign, bought, tickets; ARGV groups of
+/// (ticket, record, quantity, buyer). Only a ticket Redis still holds as WON changes: its units
+/// and the buyer's count come back.
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = 0
+for i = 1, #ARGV, 4 do
+  local cur = redis.call('HGET', KEYS[3], ARGV[i])
+  if cur and string.sub(cur, 1, 4) == 'WON|' then
+    redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
+    redis.call('HINCRBY', KEYS[1], 'q', tonumber(ARGV[i + 2]))
+    redis.call('HINCRBY', KEYS[2], ARGV[i + 3], -tonumber(ARGV[i + 2]))
+    n = n + 1
+  end
+end
+return n
 "#,
     )
 });
@@ -1869,7 +1899,7 @@ pub async fn write_batch(
            WHERE s.tenant_id = $1 AND s.id = d.id),
          r AS (
            INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
-           SELECT $1, res, 'ORDER', ord::text, campaign, 'ACTIVE', now() + $4::interval FROM w),
+           SELECT $1, res, 'ORDER', ord::text, campaign, 'ACTIVE', due + $4::interval FROM w),
          rl AS (
            INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
            SELECT $1, res, 0, sku, wh, qty FROM w),
@@ -1899,7 +1929,7 @@ pub async fn write_batch(
             tenant.0.into(),
             Value::Array(won_rows).into(),
             Value::Array(status_rows).into(),
-            format!("{} seconds", RESERVATION_TTL.num_seconds()).into(),
+            format!("{} seconds", RESERVATION_MARGIN.num_seconds()).into(),
         ],
     ))
     .await?;
@@ -2242,6 +2272,70 @@ pub async fn run_upkeep(
     }
 }
 
+/// Tickets whose order was cancelled unpaid: CANCELLED in Postgres, then their units and the
+/// buyer's count go back to the running sale in Redis. Postgres first: if Redis is not told, the
+/// sale only sells less.
+async fn reclaim_cancelled(core: &Core, tenant: TenantId, campaign: Uuid) -> ServiceResult<usize> {
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let rows = tx
+        .query_all_raw(stmt(
+            "UPDATE seckill_tickets t SET status = 'CANCELLED', decided_at = now()
+             FROM orders o
+             WHERE t.tenant_id = $1 AND t.campaign_id = $2 AND t.status = 'WON'
+               AND o.tenant_id = t.tenant_id AND o.id = t.order_id AND o.status = 'CANCELLED'
+             RETURNING t.id, t.buyer_id, t.request_id, t.quantity, t.order_id,
+                       (extract(epoch FROM t.admitted_at) * 1000)::bigint AS admitted_ms",
+            vec![tenant.0.into(), campaign.into()],
+        ))
+        .await?;
+    tx.commit().await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let k = keys(core, tenant, campaign);
+    let mut inv = RECLAIM.key(&k.campaign);
+    inv.key(&k.bought).key(&k.tickets);
+    let mut changed = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let rec = Record {
+            status: TicketStatus::Cancelled,
+            quantity: r.try_get("", "quantity")?,
+            buyer: r.try_get("", "buyer_id")?,
+            request: r.try_get("", "request_id")?,
+            admitted_ms: r.try_get("", "admitted_ms")?,
+            order: r.try_get("", "order_id")?,
+            due_ms: None,
+        };
+        let id: Uuid = r.try_get("", "id")?;
+        inv.arg(id.to_string())
+            .arg(rec.encode())
+            .arg(rec.quantity)
+            .arg(rec.buyer.to_string());
+        changed.push((id, rec));
+    }
+    let mut conn = core.redis.clone();
+    let _: i64 = inv.invoke_async(&mut conn).await?;
+    let mut pipe = redis::pipe();
+    for (id, rec) in &changed {
+        let t = Ticket::from_record(
+            TicketRef {
+                campaign,
+                ticket: *id,
+            },
+            rec,
+            false,
+        );
+        pipe.publish(
+            core.live_channel(tenant, &live_topic(*id)),
+            ticket_json(&t).to_string(),
+        )
+        .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await?;
+    tracing::info!(%campaign, tickets = changed.len(), "unpaid flash-sale units back on sale");
+    Ok(changed.len())
+}
+
 /// One pass of the upkeep; returns the tickets re-published.
 pub async fn upkeep_once(core: &Core) -> ServiceResult<usize> {
     // Which campaigns are running is a cross-tenant question: asked as the owner role.
@@ -2272,6 +2366,9 @@ pub async fn upkeep_once(core: &Core) -> ServiceResult<usize> {
                 tracing::warn!(campaign = %c.id, "flash-sale campaign re-warmed from Postgres");
             }
             continue;
+        }
+        if c.ends_at > core.now() {
+            reclaim_cancelled(core, tenant, c.id).await?;
         }
         let stale: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(&k.pending)

@@ -588,16 +588,20 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5000);
-    m.mock.set_faults(
-        None,
-        Faults {
-            error_5xx_rate: 0.2,
-            throttle_rate: 0.03,
-            ban_seconds: 1,
-            timeout_rate: 0.01,
-            timeout_ms: 2500,
-        },
-    );
+    // Only TOP announces bans ("This ban will last for N more seconds"); Doudian and Xiaohongshu
+    // throttle single calls.
+    for (p, ban) in [(Platform::Taobao, 1), (Platform::Douyin, 0), (Platform::Xiaohongshu, 0)] {
+        m.mock.set_faults(
+            Some(p),
+            Faults {
+                error_5xx_rate: 0.2,
+                throttle_rate: 0.03,
+                ban_seconds: ban,
+                timeout_rate: 0.01,
+                timeout_ms: 2500,
+            },
+        );
+    }
     m.mock
         .start_scenario(Scenario {
             seed: 42,
@@ -643,7 +647,7 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         "{stats:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(360);
     let mut last_mismatch = String::new();
     loop {
         let rows = sql_rows(

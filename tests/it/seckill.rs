@@ -394,6 +394,19 @@ async fn a_thousand_buyers_race_for_fifty_units_while_taobao_sells_ten_and_nothi
     assert_eq!(db_flash, flash, "buyers saw what Postgres decided");
     // Per-buyer limits held.
     assert!(won_units.values().all(|u| *u <= 2), "{won_units:?}");
+    // The writers decided in batches: one transaction (one hot-row update) for many tickets.
+    let tickets = scalar(&app, "SELECT count(*) FROM seckill_tickets", vec![]).await;
+    let batches = scalar(
+        &app,
+        "SELECT count(DISTINCT decided_at) FROM seckill_tickets",
+        vec![],
+    )
+    .await;
+    eprintln!("{tickets} tickets decided in {batches} transactions");
+    assert!(
+        batches * 5 <= tickets,
+        "{tickets} tickets, {batches} batches"
+    );
     // Every WON ticket has exactly one order, and every flash-sale order one WON ticket.
     for t in &won_tickets {
         let order = uuid_of("Order", t["orderId"].as_str().unwrap());
@@ -1063,5 +1076,87 @@ async fn a_flushed_campaign_is_rewarmed_from_postgres_and_a_lost_ticket_is_publi
     assert_eq!(
         r["data"]["seckillCampaignWarm"]["campaign"]["stats"]["remaining"], 7,
         "{r}"
+    );
+}
+
+#[tokio::test]
+async fn an_unpaid_order_is_cancelled_at_its_deadline_and_its_unit_goes_back_on_sale() {
+    let mut app = spawn_app().await;
+    app.start_worker(RelayFaults::default()).await;
+    let token = app.a.token.clone();
+    let tenant = tenant_id(&app, &app.a.slug).await;
+    let (sku, wh) = stocked_sku(&app, &token, "UNPAID-1", 1).await;
+    let channel = own_channel(&app, &token).await;
+    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 1, 1).await;
+    let edge = start_edge(&app, open_limits()).await;
+    let http = reqwest::Client::new();
+    let people = buyers(&app, tenant, 2).await;
+    let (_, first) = post_buy(&http, &edge, &people[0].1, &campaign, 1, "a").await;
+    let id = first["ticket"]["id"].as_str().unwrap().to_string();
+    let won = decided(&http, &edge, &people[0].1, &id).await;
+    assert_eq!(won["status"], "WON", "{won}");
+    let (_, late) = post_buy(&http, &edge, &people[1].1, &campaign, 1, "b").await;
+    assert_eq!(late["ticket"]["status"], "SOLD_OUT", "{late}");
+    // The buyer does not pay: the deadline passes.
+    let order = uuid_of("Order", won["orderId"].as_str().unwrap());
+    app.core
+        .db
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "UPDATE orders SET payment_due_at = now() - interval '1 second' WHERE id = $1",
+            [order.into()],
+        ))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r: Value = http
+            .get(format!("{edge}/seckill/tickets/{id}"))
+            .header("authorization", format!("Bearer {}", people[0].1))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["ticket"]["status"] == "CANCELLED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never cancelled: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT count(*) FROM orders o JOIN reservations r ON r.tenant_id = o.tenant_id AND r.id = o.reservation_id
+             WHERE o.id = $1 AND o.status = 'CANCELLED' AND o.stock_state = 'RELEASED' AND r.status = 'RELEASED'",
+            vec![order.into()]
+        )
+        .await,
+        1
+    );
+    // The unit is on sale again, for anyone — the first buyer included.
+    let (_, again) = post_buy(&http, &edge, &people[1].1, &campaign, 1, "b2").await;
+    let t = decided(
+        &http,
+        &edge,
+        &people[1].1,
+        again["ticket"]["id"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(t["status"], "WON", "{t}");
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT reserved::bigint FROM inventory_levels WHERE sku_id = $1",
+            vec![uuid_of("Sku", &sku).into()]
+        )
+        .await,
+        1
+    );
+    let c = uuid_of("SeckillCampaign", &campaign);
+    assert_eq!(
+        redis_hget(&app, &campaign_key(&app, tenant, c, "c"), "q").await,
+        Some(0)
     );
 }

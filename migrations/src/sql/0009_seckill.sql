@@ -39,8 +39,9 @@ CREATE TABLE seckill_tickets (
     buyer_id    uuid NOT NULL,
     request_id  text NOT NULL,
     quantity    int NOT NULL CHECK (quantity > 0),
-    -- QUEUED only inside the writer's transaction; WON carries its order.
-    status      text NOT NULL CHECK (status IN ('QUEUED', 'WON', 'SOLD_OUT', 'LIMIT_EXCEEDED')),
+    -- QUEUED only inside the writer's transaction; WON carries its order; CANCELLED: the order
+    -- was not paid in time and its units went back on sale.
+    status      text NOT NULL CHECK (status IN ('QUEUED', 'WON', 'SOLD_OUT', 'LIMIT_EXCEEDED', 'CANCELLED')),
     order_id    uuid,
     admitted_at timestamptz NOT NULL,
     decided_at  timestamptz,
