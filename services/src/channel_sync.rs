@@ -398,7 +398,8 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     let mut cursor = l.cursor;
     let mut fetched = 0usize;
     // Orders fetched in this round (the bus may not have written them to Postgres yet).
-    let mut seen: std::collections::HashMap<String, DateTime<Utc>> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<String, DateTime<Utc>> =
+        std::collections::HashMap::new();
     let budget = std::time::Instant::now();
     loop {
         let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();

@@ -590,7 +590,11 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         .unwrap_or(5000);
     // Only TOP announces bans ("This ban will last for N more seconds"); Doudian and Xiaohongshu
     // throttle single calls.
-    for (p, ban) in [(Platform::Taobao, 1), (Platform::Douyin, 0), (Platform::Xiaohongshu, 0)] {
+    for (p, ban) in [
+        (Platform::Taobao, 1),
+        (Platform::Douyin, 0),
+        (Platform::Xiaohongshu, 0),
+    ] {
         m.mock.set_faults(
             Some(p),
             Faults {
@@ -773,4 +777,74 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         )
         .await;
     assert_eq!(r["data"]["orders"]["edges"], json!([]), "{r}");
+}
+
+#[tokio::test]
+async fn a_marketplace_sale_pushes_the_new_availability_to_the_other_platforms() {
+    let mut app = spawn_app_with(fast_sync()).await;
+    app.start_worker(RelayFaults::default()).await;
+    let m = start_mock(5).await;
+    let token = app.a.token.clone();
+    let (sku, wh) = stocked_sku(&app, &token, "CAP-1", 10).await;
+    let tb = connect(&app, &token, &m, Platform::Taobao, "tb-push").await;
+    let dy = connect(&app, &token, &m, Platform::Douyin, "dy-push").await;
+    for (channel, p) in [(&tb, "tb"), (&dy, "dy")] {
+        let r = app
+            .gql(
+                Some(&token),
+                "mutation($i: ListingUpsertInput!) { listingUpsert(input: $i) { userErrors { code message } } }",
+                json!({"i": {"skuId": sku, "channelId": channel, "price": {"amount": "99.00", "currency": "CNY"},
+                             "platformItemId": format!("{p}-item-cap"), "platformSkuId": format!("{p}-sku-cap")}}),
+            )
+            .await;
+        assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
+    }
+    // Three caps sold on Taobao: Douyin (and Taobao) are told 7 are left.
+    let order = m
+        .mock
+        .place_order(OrderSpec {
+            platform: Platform::Taobao,
+            shop_id: "tb-push".into(),
+            buyer_id: "b1".into(),
+            receiver: buyer("赵六"),
+            lines: vec![LineSpec {
+                item_id: "tb-item-cap".into(),
+                sku_id: "tb-sku-cap".into(),
+                outer_sku_code: "CAP-1".into(),
+                title: "Cap".into(),
+                quantity: 3,
+                price_fen: 9900,
+            }],
+            post_fee_fen: 0,
+            paid: true,
+        })
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pushed = m.mock.pushed_stock();
+        let last = |p: Platform| {
+            pushed
+                .iter()
+                .rev()
+                .find(|s| s.platform == p)
+                .map(|s| (s.sku_id.clone(), s.quantity))
+        };
+        if last(Platform::Douyin) == Some(("dy-sku-cap".into(), 7))
+            && last(Platform::Taobao) == Some(("tb-sku-cap".into(), 7))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pushed so far: {pushed:?} (order {order})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = wh;
+    // The other tenant's stock changes push nothing to these shops.
+    let before = m.mock.pushed_stock().len();
+    let (other_sku, _) = stocked_sku(&app, &app.b.token.clone(), "CAP-1", 50).await;
+    let _ = other_sku;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(m.mock.pushed_stock().len(), before);
 }
