@@ -35,6 +35,8 @@ pub const SETTLE_LAG: Duration = Duration::from_secs(2);
 pub const MAX_WINDOW_SECS: i32 = 30 * 60;
 /// A sync round is abandoned after this long (its lease is 60 s; what it committed is kept).
 pub const SYNC_DEADLINE: Duration = Duration::from_secs(55);
+/// Orders sealed and committed together inside one window.
+const SEAL_PIECE: usize = 400;
 /// Orders per outbox message (one batch upsert each).
 pub const CHUNK: usize = 200;
 
@@ -423,7 +425,18 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         }
         // Hints only say "something changed": the window pull fetches those orders anyway.
         let hints = adapter.poll_hints().await?;
-        let fetched_orders = seal(core, l, &dek, adapter.as_ref(), pulled.orders).await?;
+        // Receivers are decrypted and the orders handed to the bus in pieces, each committed at
+        // once: a round cut short by its deadline keeps what it finished, and the next round
+        // neither decrypts nor re-sends it.
+        let mut orders = pulled.orders;
+        while orders.len() > SEAL_PIECE {
+            let rest = orders.split_off(SEAL_PIECE);
+            let piece = seal(core, l, &dek, adapter.as_ref(), orders).await?;
+            fetched += piece.len();
+            commit_window(core, worker, l, &piece, cursor).await?;
+            orders = rest;
+        }
+        let fetched_orders = seal(core, l, &dek, adapter.as_ref(), orders).await?;
         fetched += fetched_orders.len();
         if !pulled.complete {
             // Keep what arrived (idempotent downstream), but do not pass the window.
@@ -536,9 +549,18 @@ async fn seal(
         .map(|o| (o.platform_order_id.clone(), o.receiver.clone()))
         .collect();
     let mut sealed = std::collections::HashMap::new();
-    if !to_decrypt.is_empty() {
-        let clear = adapter.decrypt_receivers(&to_decrypt).await?;
-        for ((id, _), r) in to_decrypt.iter().zip(clear) {
+    // A few decrypt batches in flight at once (each is one platform call of up to 20–50 ciphers).
+    let pieces: Vec<_> = to_decrypt
+        .chunks(48)
+        .map(|c| async move { (c, adapter.decrypt_receivers(c).await) })
+        .collect();
+    use futures_util::StreamExt;
+    let results: Vec<_> = futures_util::stream::iter(pieces)
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    for (chunk, clear) in results {
+        for ((id, _), r) in chunk.iter().zip(clear?) {
             if let Some(r) = r {
                 sealed.insert(id.clone(), seal_receiver(dek, l.tenant, &r)?);
             }

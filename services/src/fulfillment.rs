@@ -156,6 +156,14 @@ pub async fn sync_order(
         .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
     let key = receiver_key(core, tx, order).await?;
     let mode = merge_mode(tx).await?;
+    if mode == MergeMode::Auto {
+        // Orders settle side by side: one receiver's orders must find each other's fulfilment.
+        tx.execute_raw(stmt(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 11))",
+            vec![format!("fulfil:{t}").into()],
+        ))
+        .await?;
+    }
     let mut events = Vec::new();
     for ((wh, virtual_goods, ships_on), ids) in split_groups(&lines) {
         let kind = if virtual_goods { "VIRTUAL" } else { "PHYSICAL" };

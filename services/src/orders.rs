@@ -26,6 +26,8 @@ use crate::{Core, ServiceError, ServiceResult};
 
 pub const FETCHED_TOPIC: &str = "channel.orders_fetched";
 pub const LIVE_TOPIC: &str = "orders";
+/// Orders settled at once by one worker.
+const SETTLE_CONCURRENCY: usize = 8;
 /// Marketplace reservations last until the order ships or is cancelled.
 const MARKETPLACE_HOLD: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -423,16 +425,29 @@ pub async fn settle_dirty(core: &Core, batch: u64) -> ServiceResult<usize> {
             vec![(batch as i64).into()],
         ))
         .await?;
-    let mut n = 0;
+    let mut todo = Vec::with_capacity(rows.len());
     for r in rows {
-        let tenant = TenantId(r.try_get("", "tenant_id")?);
-        let id: Uuid = r.try_get("", "id")?;
-        match settle(core, tenant, id).await {
-            Ok(()) => n += 1,
-            Err(e) => tracing::warn!(error = %e, order = %id, "stock settle failed; will retry"),
-        }
+        todo.push((
+            TenantId(r.try_get("", "tenant_id")?),
+            r.try_get::<Uuid>("", "id")?,
+        ));
     }
-    Ok(n)
+    // Distinct orders settle side by side: each one's steps are short transactions of its own.
+    use futures_util::StreamExt;
+    let done = futures_util::stream::iter(todo)
+        .map(|(tenant, id)| async move {
+            match settle(core, tenant, id).await {
+                Ok(()) => 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, order = %id, "stock settle failed; will retry");
+                    0
+                }
+            }
+        })
+        .buffer_unordered(SETTLE_CONCURRENCY)
+        .fold(0usize, |n, x| async move { n + x })
+        .await;
+    Ok(done)
 }
 
 pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult<()> {

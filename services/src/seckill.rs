@@ -1750,10 +1750,10 @@ pub async fn write_batch(
 
     // 3. Lock the levels of the batch's SKUs, in one global order (no deadlock between writers
     //    or with the stock engine's multi-line reservations, which lock in the same order).
-    let mut pools: BTreeMap<(Uuid, Uuid), Vec<&TicketMsg>> = BTreeMap::new();
+    let mut pools: BTreeMap<(Uuid, Uuid), Vec<(&TicketMsg, &CampaignFacts)>> = BTreeMap::new();
     for m in &new {
         if let Some(f) = facts.get(&m.campaign_id) {
-            pools.entry((f.sku, f.warehouse)).or_default().push(m);
+            pools.entry((f.sku, f.warehouse)).or_default().push((m, f));
         }
     }
     let (skus, whs): (Vec<Uuid>, Vec<Uuid>) = pools.keys().copied().unzip();
@@ -1807,10 +1807,10 @@ pub async fn write_batch(
     for ((sku, wh), tickets) in &pools {
         let wants: Vec<rules::Want<(Uuid, Uuid)>> = tickets
             .iter()
-            .map(|m| rules::Want {
+            .map(|(m, f)| rules::Want {
                 holder: (m.campaign_id, m.buyer_id),
                 quantity: m.quantity,
-                limit: facts.get(&m.campaign_id).map(|f| f.limit).unwrap_or(0),
+                limit: f.limit,
             })
             .collect();
         let avail = available.get(&(*sku, *wh)).copied().unwrap_or(0);
@@ -1818,11 +1818,8 @@ pub async fn write_batch(
         if taken > 0 {
             takes.push((*sku, *wh, taken));
         }
-        for (m, status) in tickets.iter().zip(statuses) {
+        for ((m, f), status) in tickets.iter().zip(statuses) {
             let (order, due) = if status == TicketStatus::Won {
-                let Some(f) = facts.get(&m.campaign_id) else {
-                    continue;
-                };
                 let order = Uuid::now_v7();
                 let due = now + chrono::Duration::minutes(i64::from(f.payment_minutes));
                 won_rows.push(json!({

@@ -163,6 +163,193 @@ impl Drop for Children {
     }
 }
 
+fn buy_req(path: &str, campaign: &str, b: usize, n: usize, tokens: &[String]) -> Vec<u8> {
+    let body = format!(r#"{{"campaignId":"{campaign}","quantity":1,"requestId":"r{n}"}}"#);
+    // Four buyers share an address (households, carrier NAT).
+    let ip = b / 4;
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.{}.{}.{}\r\nContent-Length: {}\r\n\r\n{body}",
+        tokens[b],
+        (ip >> 16) & 255,
+        (ip >> 8) & 255,
+        ip & 255,
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// `conns` keep-alive connections post buys to `addr` + `path` until `duration` has passed:
+/// buyer after buyer, round and round.
+async fn drive(
+    addr: String,
+    path: &'static str,
+    campaign: String,
+    tokens: Arc<Vec<String>>,
+    conns: usize,
+    duration: Duration,
+    offset: usize,
+) -> anyhow::Result<(Tally, Duration)> {
+    let counter = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let (tokens, addr, campaign, counter) = (
+            tokens.clone(),
+            addr.clone(),
+            campaign.clone(),
+            counter.clone(),
+        );
+        tasks.spawn(async move {
+            let mut conn = Conn::open(&addr).await?;
+            let mut tally = Tally::default();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let b = n % tokens.len();
+                let req = buy_req(path, &campaign, b, n + offset, &tokens);
+                let t0 = Instant::now();
+                let (status, body) = conn.call(&req).await?;
+                tally.lat_us.push(t0.elapsed().as_micros() as u32);
+                tally.requests += 1;
+                match (status, json_str(&body, "status")) {
+                    (200, Some("QUEUED")) => tally
+                        .queued
+                        .push((b, json_str(&body, "id").unwrap_or_default().to_string())),
+                    (200, Some("WON")) => tally.won += 1,
+                    (200, Some("SOLD_OUT")) => tally.sold_out += 1,
+                    (200, Some("LIMIT_EXCEEDED")) => tally.limit += 1,
+                    (429, _) => tally.rate_limited += 1,
+                    _ => {
+                        if tally.other == 0 {
+                            eprintln!(
+                                "unexpected answer {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            );
+                        }
+                        tally.other += 1;
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(tally)
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(r) = tasks.join_next().await {
+        total.merge(r??);
+    }
+    Ok((total, started.elapsed()))
+}
+
+// ------------------------------------------------------- Postgres-only path ---
+
+/// Flash-sale admission done by Postgres alone, one transaction per request: the guarded
+/// UPDATE of the level first (with the campaign window; it serializes admissions, so the
+/// per-buyer check after it cannot race), then the buyer's units, then the ticket row.
+#[derive(Clone)]
+struct PgPath {
+    core: Core,
+    tenant: TenantId,
+    sku: Uuid,
+    wh: Uuid,
+    campaign: Uuid,
+    quota: usize,
+    started: Instant,
+    requests: Arc<AtomicUsize>,
+    won: Arc<AtomicUsize>,
+    /// (time, requests) when the last unit went.
+    sold_out_at: Arc<std::sync::Mutex<Option<(Duration, usize)>>>,
+}
+
+impl PgPath {
+    async fn buy(&self, buyer: Uuid, request: &str) -> anyhow::Result<&'static str> {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let t = self.tenant.0;
+        let tx = TenantTx::begin(&self.core.db, self.tenant).await?;
+        let took = tx
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "UPDATE inventory_levels SET reserved = reserved + 1, updated_at = now()
+                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 AND on_hand - reserved - held >= 1
+                   AND EXISTS (SELECT 1 FROM seckill_campaigns k WHERE k.tenant_id = $1 AND k.id = $4
+                               AND now() >= k.starts_at AND now() < k.ends_at)",
+                [t.into(), self.sku.into(), self.wh.into(), self.campaign.into()],
+            ))
+            .await?
+            .rows_affected();
+        if took == 0 {
+            return Ok("SOLD_OUT");
+        }
+        let mine: i64 = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT coalesce(sum(quantity), 0)::bigint AS n FROM seckill_tickets
+                 WHERE tenant_id = $1 AND campaign_id = $2 AND buyer_id = $3",
+                [t.into(), self.campaign.into(), buyer.into()],
+            ))
+            .await?
+            .map(|r| r.try_get_by_index::<i64>(0))
+            .transpose()?
+            .unwrap_or(0);
+        if mine >= 1 {
+            return Ok("LIMIT_EXCEEDED");
+        }
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO seckill_tickets (tenant_id, id, campaign_id, buyer_id, request_id, quantity, status, admitted_at)
+             VALUES ($1, $2, $3, $4, $5, 1, 'QUEUED', now())",
+            [t.into(), Uuid::now_v7().into(), self.campaign.into(), buyer.into(), request.into()],
+        ))
+        .await?;
+        tx.commit().await?;
+        if self.won.fetch_add(1, Ordering::Relaxed) + 1 == self.quota {
+            *self.sold_out_at.lock().unwrap() = Some((self.started.elapsed(), n));
+        }
+        Ok("WON")
+    }
+
+    /// Requests per second while units were left.
+    fn selling_rate(&self) -> Option<(f64, Duration)> {
+        let (t, n) = (*self.sold_out_at.lock().unwrap())?;
+        Some((n as f64 / t.as_secs_f64(), t))
+    }
+}
+
+/// The Postgres-only path behind HTTP, for a like-for-like comparison with the edge: the same
+/// request, the same token check (stateless JWT), JSON in and out.
+async fn pg_http(
+    axum::extract::State(p): axum::extract::State<PgPath>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let Some(buyer) = uphub_services::auth::authenticate(&p.core, token)
+        .await
+        .ok()
+        .and_then(|c| c.buyer_id())
+    else {
+        return (StatusCode::UNAUTHORIZED, "{}".into());
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "{}".into());
+    };
+    let request = v["requestId"].as_str().unwrap_or("-").to_string();
+    match p.buy(buyer, &request).await {
+        Ok(status) => (
+            StatusCode::OK,
+            serde_json::json!({"ticket": {"status": status}}).to_string(),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\":\"{e}\"}}"),
+        ),
+    }
+}
+
 // ------------------------------------------------------------------- main ---
 
 #[tokio::main]
@@ -248,8 +435,8 @@ async fn run(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .id;
-    // [0] the flash-sale SKU, [1] the Postgres-only SKU, [2] warm-up.
-    let skus: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    // [0] the flash sale, [1] Postgres-only in process, [2] warm-up, [3] Postgres-only over HTTP.
+    let skus: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
     let product = Uuid::now_v7();
     let channel = Uuid::now_v7();
     let exec = |sql: &str, v: Vec<sea_orm::Value>| {
@@ -328,6 +515,7 @@ async fn run(
     let sale = campaign(skus[0], quota).await?;
     let pg_campaign = campaign(skus[1], quota).await?;
     let warmup = campaign(skus[2], 1_000_000).await?;
+    let pg_http_campaign = campaign(skus[3], quota).await?;
 
     // ---- the two roles under test, as child processes of the release binary
     let envs: Vec<(&str, String)> = vec![
@@ -394,77 +582,20 @@ async fn run(
     }
 
     let gid = |id: Uuid| uphub_domain::gid::encode("SeckillCampaign", id);
-    let buy_req = |campaign: &str, b: usize, n: usize, tokens: &[String]| -> Vec<u8> {
-        let body = format!(r#"{{"campaignId":"{campaign}","quantity":1,"requestId":"r{n}"}}"#);
-        // Four buyers share an address (households, carrier NAT).
-        let ip = b / 4;
-        format!(
-            "POST /seckill/buy HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.{}.{}.{}\r\nContent-Length: {}\r\n\r\n{body}",
-            tokens[b],
-            (ip >> 16) & 255,
-            (ip >> 8) & 255,
-            ip & 255,
-            body.len()
-        )
-        .into_bytes()
-    };
 
     // ---- load phase (after a short warm-up on its own campaign)
-    let drive = |campaign: String, duration: Duration, offset: usize| {
-        let tokens = tokens.clone();
-        let listen = listen.to_string();
-        async move {
-            let counter = Arc::new(AtomicUsize::new(0));
-            let deadline = Instant::now() + duration;
-            let started = Instant::now();
-            let mut tasks = tokio::task::JoinSet::new();
-            for _ in 0..conns {
-                let (tokens, listen, campaign, counter) = (
-                    tokens.clone(),
-                    listen.clone(),
-                    campaign.clone(),
-                    counter.clone(),
-                );
-                tasks.spawn(async move {
-                    let mut conn = Conn::open(&listen).await?;
-                    let mut tally = Tally::default();
-                    while Instant::now() < deadline {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        let b = n % tokens.len();
-                        let req = buy_req(&campaign, b, n + offset, &tokens);
-                        let t0 = Instant::now();
-                        let (status, body) = conn.call(&req).await?;
-                        tally.lat_us.push(t0.elapsed().as_micros() as u32);
-                        tally.requests += 1;
-                        match (status, json_str(&body, "status")) {
-                            (200, Some("QUEUED")) => tally
-                                .queued
-                                .push((b, json_str(&body, "id").unwrap_or_default().to_string())),
-                            (200, Some("SOLD_OUT")) => tally.sold_out += 1,
-                            (200, Some("LIMIT_EXCEEDED")) => tally.limit += 1,
-                            (429, _) => tally.rate_limited += 1,
-                            _ => {
-                                if tally.other == 0 {
-                                    eprintln!(
-                                        "unexpected answer {status}: {}",
-                                        String::from_utf8_lossy(&body)
-                                    );
-                                }
-                                tally.other += 1;
-                            }
-                        }
-                    }
-                    Ok::<_, anyhow::Error>(tally)
-                });
-            }
-            let mut total = Tally::default();
-            while let Some(r) = tasks.join_next().await {
-                total.merge(r??);
-            }
-            Ok::<_, anyhow::Error>((total, started.elapsed()))
-        }
+    let edge = |campaign: Uuid, duration: Duration, offset: usize| {
+        drive(
+            listen.to_string(),
+            "/seckill/buy",
+            gid(campaign),
+            tokens.clone(),
+            conns,
+            duration,
+            offset,
+        )
     };
-    drive(gid(warmup.id), Duration::from_secs(2), 10_000_000).await?;
+    edge(warmup.id, Duration::from_secs(2), 10_000_000).await?;
     let redis_pid = pid_of("redis-server");
     let cpu0 = (
         cpu_secs(edge_pid),
@@ -472,7 +603,7 @@ async fn run(
         redis_pid.map(cpu_secs).unwrap_or(0.0),
         cpu_secs(std::process::id()),
     );
-    let (mut http, elapsed) = drive(gid(sale.id), Duration::from_secs(secs), 0).await?;
+    let (mut http, elapsed) = edge(sale.id, Duration::from_secs(secs), 0).await?;
     let cpu1 = (
         cpu_secs(edge_pid),
         cpu_secs(worker_pid),
@@ -595,72 +726,40 @@ async fn run(
         }
     };
 
-    // ---- the same buyers against a Postgres-only hot row (one transaction per request): the
-    // guarded UPDATE of the level first (it serializes admissions, so the per-buyer check after
-    // it cannot race), the campaign window checked in the same statement, then the buyer's
-    // units, then the ticket row.
-    let pg_sold_out_at = Arc::new(std::sync::Mutex::new(None::<(Duration, usize)>));
-    let pg = {
-        let counter = Arc::new(AtomicUsize::new(0));
-        let won_total = Arc::new(AtomicUsize::new(0));
+    // ---- the same buyers against the Postgres-only path: in process (no HTTP: favoured), then
+    // behind HTTP like the edge.
+    let pg_path = |sku: Uuid, campaign: Uuid| PgPath {
+        core: core.clone(),
+        tenant,
+        sku,
+        wh,
+        campaign,
+        quota: quota as usize,
+        started: Instant::now(),
+        requests: Arc::new(AtomicUsize::new(0)),
+        won: Arc::new(AtomicUsize::new(0)),
+        sold_out_at: Arc::new(std::sync::Mutex::new(None)),
+    };
+    let inproc = pg_path(skus[1], pg_campaign.id);
+    let (mut pg, pg_elapsed) = {
         let deadline = Instant::now() + Duration::from_secs(secs);
         let started = Instant::now();
+        let counter = Arc::new(AtomicUsize::new(0));
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..conns {
-            let (core, counter, buyer_ids) = (core.clone(), counter.clone(), buyer_ids.clone());
-            let (won_total, sold_out_at) = (won_total.clone(), pg_sold_out_at.clone());
-            let (sku, campaign) = (skus[1], pg_campaign.id);
+            let (p, counter, buyer_ids) = (inproc.clone(), counter.clone(), buyer_ids.clone());
             tasks.spawn(async move {
                 let mut tally = Tally::default();
                 while Instant::now() < deadline {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
-                    let b = buyer_ids[n % buyer_ids.len()];
                     let t0 = Instant::now();
-                    let tx = TenantTx::begin(&core.db, tenant).await?;
-                    let took = tx
-                        .execute_raw(Statement::from_sql_and_values(
-                            DbBackend::Postgres,
-                            "UPDATE inventory_levels SET reserved = reserved + 1, updated_at = now()
-                             WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 AND on_hand - reserved - held >= 1
-                               AND EXISTS (SELECT 1 FROM seckill_campaigns k WHERE k.tenant_id = $1 AND k.id = $4
-                                           AND now() >= k.starts_at AND now() < k.ends_at)",
-                            [t.into(), sku.into(), wh.into(), campaign.into()],
-                        ))
+                    match p
+                        .buy(buyer_ids[n % buyer_ids.len()], &format!("p{n}"))
                         .await?
-                        .rows_affected();
-                    if took == 0 {
-                        drop(tx);
-                        tally.sold_out += 1;
-                    } else {
-                        let mine: i64 = tx
-                            .query_one_raw(Statement::from_sql_and_values(
-                                DbBackend::Postgres,
-                                "SELECT coalesce(sum(quantity), 0)::bigint AS n FROM seckill_tickets
-                                 WHERE tenant_id = $1 AND campaign_id = $2 AND buyer_id = $3",
-                                [t.into(), campaign.into(), b.into()],
-                            ))
-                            .await?
-                            .map(|r| r.try_get_by_index::<i64>(0))
-                            .transpose()?
-                            .unwrap_or(0);
-                        if mine >= 1 {
-                            drop(tx);
-                            tally.limit += 1;
-                        } else {
-                            tx.execute_raw(Statement::from_sql_and_values(
-                                DbBackend::Postgres,
-                                "INSERT INTO seckill_tickets (tenant_id, id, campaign_id, buyer_id, request_id, quantity, status, admitted_at)
-                                 VALUES ($1, $2, $3, $4, $5, 1, 'QUEUED', now())",
-                                [t.into(), Uuid::now_v7().into(), campaign.into(), b.into(), format!("p{n}").into()],
-                            ))
-                            .await?;
-                            tx.commit().await?;
-                            tally.won += 1;
-                            if won_total.fetch_add(1, Ordering::Relaxed) + 1 == quota as usize {
-                                *sold_out_at.lock().unwrap() =
-                                    Some((started.elapsed(), counter.load(Ordering::Relaxed)));
-                            }
-                        }
+                    {
+                        "WON" => tally.won += 1,
+                        "SOLD_OUT" => tally.sold_out += 1,
+                        _ => tally.limit += 1,
                     }
                     tally.lat_us.push(t0.elapsed().as_micros() as u32);
                     tally.requests += 1;
@@ -674,41 +773,72 @@ async fn run(
         }
         (total, started.elapsed())
     };
-    let (mut pg, pg_elapsed) = pg;
-    let pg_selling = *pg_sold_out_at.lock().unwrap();
+    let over_http = pg_path(skus[3], pg_http_campaign.id);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let pg_addr = listener.local_addr()?.to_string();
+    let server = tokio::spawn(
+        axum::serve(
+            listener,
+            axum::Router::new()
+                .route("/pg/buy", axum::routing::post(pg_http))
+                .with_state(over_http.clone()),
+        )
+        .into_future(),
+    );
+    let (mut pgh, pgh_elapsed) = drive(
+        pg_addr,
+        "/pg/buy",
+        gid(pg_http_campaign.id),
+        tokens.clone(),
+        conns,
+        Duration::from_secs(secs),
+        0,
+    )
+    .await?;
+    server.abort();
 
     // ---- report
     let rps = http.requests as f64 / elapsed.as_secs_f64();
     let pg_rps = pg.requests as f64 / pg_elapsed.as_secs_f64();
+    let pgh_rps = pgh.requests as f64 / pgh_elapsed.as_secs_f64();
     let (p50, p99) = (http.pct(0.50), http.pct(0.99));
-    let (pg50, pg99) = (pg.pct(0.50), pg.pct(0.99));
+    let row = |name: &str, rps: f64, t: &mut Tally| {
+        println!(
+            "{name:<50} {rps:>10.0} {:>8.2} {:>8.2}",
+            t.pct(0.50),
+            t.pct(0.99)
+        );
+    };
     let cpu = |a: f64, b: f64| (b - a) / elapsed.as_secs_f64();
     println!(
-        "UpHub flash-sale benchmark: {buyers_n} buyers, quota {quota}, {conns} connections, {secs}s, database {db_name}"
+        "UpHub flash-sale benchmark: {buyers_n} buyers, quota {quota}, {conns} connections, {secs}s per path, database {db_name}"
     );
     println!();
     println!(
-        "{:<46} {:>10} {:>8} {:>8}",
+        "{:<50} {:>10} {:>8} {:>8}",
         "path", "requests/s", "p50 ms", "p99 ms"
     );
     println!(
-        "{:<46} {:>10.0} {:>8.2} {:>8.2}",
-        "edge over HTTP (POST /seckill/buy)", rps, p50, p99
+        "{:<50} {rps:>10.0} {p50:>8.2} {p99:>8.2}",
+        "edge over HTTP (POST /seckill/buy)"
     );
-    println!(
-        "{:<46} {:>10.0} {:>8.2} {:>8.2}",
-        "Postgres-only hot row (in process)", pg_rps, pg50, pg99
+    row(
+        "Postgres-only over HTTP (same client, same JWT)",
+        pgh_rps,
+        &mut pgh,
     );
-    if let Some((t, n)) = pg_selling {
-        println!(
-            "{:<46} {:>10.0}   ({quota} won in {:.2} s)",
-            "Postgres-only, until sold out",
-            n as f64 / t.as_secs_f64(),
-            t.as_secs_f64()
-        );
+    row("Postgres-only in process (no HTTP)", pg_rps, &mut pg);
+    for (name, p) in [("over HTTP", &over_http), ("in process", &inproc)] {
+        if let Some((r, t)) = p.selling_rate() {
+            println!(
+                "{:<50} {r:>10.0}   ({quota} won in {:.2} s)",
+                format!("Postgres-only {name}, until sold out"),
+                t.as_secs_f64()
+            );
+        }
     }
     println!(
-        "{:<46} {:>10.0}",
+        "{:<50} {:>10.0}",
         "raw redis-benchmark EVALSHA (sold-out path)", raw_evalsha
     );
     println!();
@@ -720,12 +850,14 @@ async fn run(
         "tickets won {} (Postgres: {won_db}), orders created {orders}, units reserved {reserved}, in {batches} writer transactions",
         http.won
     );
+    for (name, t) in [("over HTTP", &pgh), ("in process", &pg)] {
+        println!(
+            "Postgres-only {name}: {} requests: {} won, {} sold out, {} limit exceeded, {} other",
+            t.requests, t.won, t.sold_out, t.limit, t.other
+        );
+    }
     println!(
-        "Postgres-only: {} requests: {} won, {} sold out, {} limit exceeded",
-        pg.requests, pg.won, pg.sold_out, pg.limit
-    );
-    println!(
-        "CPU during the HTTP phase (cores): edge {:.2}, worker {:.2}, redis {:.2}, load generator {:.2}",
+        "CPU during the edge phase (cores): edge {:.2}, worker {:.2}, redis {:.2}, load generator {:.2}",
         cpu(cpu0.0, cpu1.0),
         cpu(cpu0.1, cpu1.1),
         cpu(cpu0.2, cpu1.2),
@@ -733,22 +865,25 @@ async fn run(
     );
     println!();
     println!(
-        "ratio edge / raw EVALSHA:        {:.2}   (target >= 0.25)",
+        "ratio edge / raw EVALSHA:                          {:.2}  (target >= 0.25)",
         rps / raw_evalsha.max(1.0)
     );
     println!(
-        "ratio edge / Postgres-only:      {:.1}   (target >= 10; whole run, mostly sold-out answers)",
+        "ratio edge / Postgres-only over HTTP:              {:.1}  (target >= 10)",
+        rps / pgh_rps.max(1.0)
+    );
+    println!(
+        "ratio edge / Postgres-only in process:             {:.1}",
         rps / pg_rps.max(1.0)
     );
-    if let Some((t, n)) = pg_selling {
+    if let Some((r, _)) = over_http.selling_rate() {
         println!(
-            "ratio edge / Postgres-only selling: {:.1}   (while the hot row still had units)",
-            rps / (n as f64 / t.as_secs_f64()).max(1.0)
+            "ratio edge / Postgres-only over HTTP, selling:     {:.1}  (while the hot row had units)",
+            rps / r.max(1.0)
         );
     }
     println!(
-        "p99 {:.2} ms (target <= 20); won {} (target exactly {quota}); orders = won: {}",
-        p99,
+        "p99 {p99:.2} ms (target <= 20); won {} (target exactly {quota}); orders = won: {}",
         http.won,
         orders as usize == http.won && won_db as usize == http.won
     );
