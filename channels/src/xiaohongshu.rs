@@ -299,20 +299,10 @@ impl Marketplace for XiaohongshuShop {
     }
 
     async fn orders_modified(&self, window: Window) -> Result<Vec<ChannelOrder>, ChannelError> {
-        let mut known = HashMap::new();
-        let mut all = Vec::new();
-        loop {
-            let fetched = self.fetch_window(window, &known).await?;
-            if let Some(e) = fetched.error {
-                return Err(e);
-            }
-            for o in &fetched.orders {
-                known.insert(o.platform_order_id.clone(), o.modified_at);
-            }
-            all.extend(fetched.orders);
-            if fetched.complete {
-                return Ok(dedupe_newest(all));
-            }
+        let fetched = self.pull(window, &HashMap::new(), usize::MAX).await?;
+        match fetched.error {
+            Some(e) => Err(e),
+            None => Ok(fetched.orders),
         }
     }
 
@@ -321,63 +311,7 @@ impl Marketplace for XiaohongshuShop {
         window: Window,
         known: &HashMap<String, DateTime<Utc>>,
     ) -> Result<crate::WindowFetch, ChannelError> {
-        let mut listed: Vec<(String, Option<DateTime<Utc>>)> = Vec::new();
-        for w in split_window(window, TimeDelta::minutes(MAX_WINDOW_MINUTES)) {
-            let first = self.list_page(w, 1).await?;
-            let last = last_page(&first);
-            let mut pages = vec![first];
-            if last > 1 {
-                // From the last page back to the first (the platform's advice for updated-time
-                // pulls, so orders updated while we page are not skipped).
-                pages.clear();
-                for page in (1..=last).rev() {
-                    pages.push(self.list_page(w, page).await?);
-                }
-            }
-            for data in &pages {
-                for o in array(data, "orderList") {
-                    let updated = int(o, "updateTime").and_then(DateTime::from_timestamp_millis);
-                    listed.push((req_text(o, "orderId", "order.getOrderList")?, updated));
-                }
-            }
-        }
-        let mut seen = std::collections::HashSet::new();
-        listed.retain(|(id, _)| seen.insert(id.clone()));
-        // The list says when each order last changed: a detail we already hold is not fetched again.
-        let ids: Vec<String> = listed
-            .into_iter()
-            .filter(|(id, updated)| match (known.get(id), updated) {
-                (Some(held), Some(u)) => u > held,
-                _ => true,
-            })
-            .map(|(id, _)| id)
-            .collect();
-        // A bounded number of details per pull: a busy window behind a flaky platform is worked
-        // off in pieces the caller can commit, instead of all or nothing.
-        let more = ids.len() > DETAILS_PER_PULL;
-        let ids: Vec<String> = ids.into_iter().take(DETAILS_PER_PULL).collect();
-        // Boxed futures collected first: a closure inside the stream trips the `Send` check of
-        // the async-trait future (higher-ranked lifetimes).
-        let details: Vec<_> = ids.iter().map(|id| self.order(id)).collect();
-        let results: Vec<Result<ChannelOrder, ChannelError>> = stream::iter(details)
-            .buffered(self.detail_concurrency)
-            .collect()
-            .await;
-        let mut orders = Vec::with_capacity(results.len());
-        let mut error = None;
-        for r in results {
-            match r {
-                Ok(o) => orders.push(o),
-                // A platform answer we cannot read is not worth a retry; it fails the window.
-                Err(e @ ChannelError::Protocol(_)) => return Err(e),
-                Err(e) => error = Some(e),
-            }
-        }
-        Ok(crate::WindowFetch {
-            orders: dedupe_newest(orders),
-            complete: error.is_none() && !more,
-            error,
-        })
+        self.pull(window, known, DETAILS_PER_PULL).await
     }
 
     async fn order(&self, platform_order_id: &str) -> Result<ChannelOrder, ChannelError> {
@@ -474,6 +408,74 @@ impl Marketplace for XiaohongshuShop {
 
     fn credentials(&self) -> Credentials {
         self.current()
+    }
+}
+
+impl XiaohongshuShop {
+    /// Lists the window and fetches at most `max_details` order details not already `known`.
+    async fn pull(
+        &self,
+        window: Window,
+        known: &HashMap<String, DateTime<Utc>>,
+        max_details: usize,
+    ) -> Result<crate::WindowFetch, ChannelError> {
+        let mut listed: Vec<(String, Option<DateTime<Utc>>)> = Vec::new();
+        for w in split_window(window, TimeDelta::minutes(MAX_WINDOW_MINUTES)) {
+            let first = self.list_page(w, 1).await?;
+            let last = last_page(&first);
+            let mut pages = vec![first];
+            if last > 1 {
+                // From the last page back to the first (the platform's advice for updated-time
+                // pulls, so orders updated while we page are not skipped).
+                pages.clear();
+                for page in (1..=last).rev() {
+                    pages.push(self.list_page(w, page).await?);
+                }
+            }
+            for data in &pages {
+                for o in array(data, "orderList") {
+                    let updated = int(o, "updateTime").and_then(DateTime::from_timestamp_millis);
+                    listed.push((req_text(o, "orderId", "order.getOrderList")?, updated));
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        listed.retain(|(id, _)| seen.insert(id.clone()));
+        // The list says when each order last changed: a detail we already hold is not fetched again.
+        let ids: Vec<String> = listed
+            .into_iter()
+            .filter(|(id, updated)| match (known.get(id), updated) {
+                (Some(held), Some(u)) => u > held,
+                _ => true,
+            })
+            .map(|(id, _)| id)
+            .collect();
+        // A bounded number of details per pull: a busy window behind a flaky platform is worked
+        // off in pieces the caller can commit, instead of all or nothing.
+        let more = ids.len() > max_details;
+        let ids: Vec<String> = ids.into_iter().take(max_details).collect();
+        // Boxed futures collected first: a closure inside the stream trips the `Send` check of
+        // the async-trait future (higher-ranked lifetimes).
+        let details: Vec<_> = ids.iter().map(|id| self.order(id)).collect();
+        let results: Vec<Result<ChannelOrder, ChannelError>> = stream::iter(details)
+            .buffered(self.detail_concurrency)
+            .collect()
+            .await;
+        let mut orders = Vec::with_capacity(results.len());
+        let mut error = None;
+        for r in results {
+            match r {
+                Ok(o) => orders.push(o),
+                // A platform answer we cannot read is not worth a retry; it fails the window.
+                Err(e @ ChannelError::Protocol(_)) => return Err(e),
+                Err(e) => error = Some(e),
+            }
+        }
+        Ok(crate::WindowFetch {
+            orders: dedupe_newest(orders),
+            complete: error.is_none() && !more,
+            error,
+        })
     }
 }
 
