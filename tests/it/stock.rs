@@ -724,3 +724,62 @@ async fn with_redis_down_reservations_are_decided_by_postgres_alone_and_never_ov
     assert_eq!(level(&app, &ctx, sku).await, (5, 5, 0));
     assert_eq!(ledger_reserved(&app, &ctx, sku).await, 5);
 }
+
+#[tokio::test]
+async fn another_tenant_sees_no_holds_of_a_sku_and_its_reconcile_leaves_the_cache_alone() {
+    let app = spawn_app().await;
+    let sku = seed_sku(&app, &app.a.slug, "PHYSICAL").await;
+    let wh = warehouse(&app, &app.a.token, "HB").await;
+    set_stock(&app, &app.a.token, sku, wh, 10, 0).await;
+    let q = "mutation($i: StockHoldCreateInput!) { stockHoldCreate(input: $i) { hold { id } userErrors { code } } }";
+    let hold = app
+        .gql(Some(&app.a.token), q, json!({"i": {"skuId": gid("Sku", sku), "warehouseId": gid("Warehouse", wh), "quantity": 4, "campaign": "live-b", "expiresAt": (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339()}}))
+        .await;
+    assert!(
+        hold["data"]["stockHoldCreate"]["hold"]["id"].is_string(),
+        "{hold}"
+    );
+    let holds = "query($ids: [ID!]!) { stockHolds(skuIds: $ids) { id remaining } }";
+    let a = app
+        .gql(Some(&app.a.token), holds, json!({"ids": [gid("Sku", sku)]}))
+        .await;
+    assert_eq!(
+        a["data"]["stockHolds"].as_array().map(Vec::len),
+        Some(1),
+        "{a}"
+    );
+    let b = app
+        .gql(Some(&app.b.token), holds, json!({"ids": [gid("Sku", sku)]}))
+        .await;
+    assert_eq!(b["data"]["stockHolds"], json!([]), "{b}");
+
+    // Tenant B's reconcile finds no drift of its own and does not touch A's cache.
+    let ctx = tenant_ctx(&app, &app.a.slug).await;
+    let key = stock_cache::key(&app.core, ctx.tenant, sku);
+    let mut conn = app.core.redis.clone();
+    // A's own reconcile loads A's cache; B's must leave it exactly as it is.
+    app.gql(
+        Some(&app.a.token),
+        "mutation { inventoryReconcile { drift } }",
+        json!({}),
+    )
+    .await;
+    let before: std::collections::HashMap<String, i64> =
+        redis::AsyncCommands::hgetall(&mut conn, &key)
+            .await
+            .unwrap();
+    assert!(!before.is_empty(), "A's stock hash is loaded");
+    let r = app
+        .gql(
+            Some(&app.b.token),
+            "mutation { inventoryReconcile { drift userErrors { code } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["inventoryReconcile"]["drift"], 0, "{r}");
+    let after: std::collections::HashMap<String, i64> =
+        redis::AsyncCommands::hgetall(&mut conn, &key)
+            .await
+            .unwrap();
+    assert_eq!(before, after);
+}
