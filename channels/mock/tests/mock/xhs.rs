@@ -61,6 +61,8 @@ async fn xhs_order_list_pages_newest_first_in_milliseconds_with_max_page_no() {
                 .unwrap(),
         );
     }
+    // Times are in milliseconds: make the payment strictly later than the last placement.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     mock.m
         .set_status(Platform::Xiaohongshu, &ids[0], OrderEvent::Pay)
         .unwrap();
