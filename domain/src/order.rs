@@ -546,8 +546,46 @@ pub fn stock_step(current: StockState, status: OrderStatus) -> StockStep {
     }
 }
 
+/// Groups order lines into fulfilments: one per warehouse, virtual vs physical, and pre-sale
+/// ship date. Lines are `(line, warehouse, virtual?, ships_on)`.
+pub fn split_groups(
+    lines: &[(uuid::Uuid, uuid::Uuid, bool, Option<chrono::NaiveDate>)],
+) -> std::collections::BTreeMap<(uuid::Uuid, bool, Option<chrono::NaiveDate>), Vec<uuid::Uuid>> {
+    let mut groups: std::collections::BTreeMap<_, Vec<uuid::Uuid>> =
+        std::collections::BTreeMap::new();
+    for (line, wh, virtual_goods, ships_on) in lines {
+        groups
+            .entry((*wh, *virtual_goods, *ships_on))
+            .or_default()
+            .push(*line);
+    }
+    groups
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lines_split_by_warehouse_kind_and_presale_date() {
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 1);
+        let lines = vec![
+            (uuid::Uuid::from_u128(10), a, false, None),
+            (uuid::Uuid::from_u128(11), a, false, None),
+            (uuid::Uuid::from_u128(12), a, true, None),
+            (uuid::Uuid::from_u128(13), b, false, None),
+            (uuid::Uuid::from_u128(14), a, false, day),
+        ];
+        let g = split_groups(&lines);
+        assert_eq!(g.len(), 4);
+        assert_eq!(
+            g[&(a, false, None)],
+            vec![uuid::Uuid::from_u128(10), uuid::Uuid::from_u128(11)]
+        );
+        assert_eq!(g[&(a, true, None)], vec![uuid::Uuid::from_u128(12)]);
+        assert_eq!(g[&(b, false, None)], vec![uuid::Uuid::from_u128(13)]);
+        assert_eq!(g[&(a, false, day)], vec![uuid::Uuid::from_u128(14)]);
+    }
+
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default()
     }

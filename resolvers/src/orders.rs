@@ -79,7 +79,7 @@ impl From<MergeMode> for SvcMergeMode {
 }
 
 /// Orders are kept in CNY (the only currency the platforms here settle in).
-fn money_of(fen: i64, _currency: &str) -> Money {
+fn money_of(fen: i64) -> Money {
     money::Money {
         fen,
         currency: Currency::Cny,
@@ -123,10 +123,10 @@ impl Order {
         &self.view.needs_attention
     }
     async fn total(&self) -> Money {
-        money_of(self.view.total_fen, &self.view.currency)
+        money_of(self.view.total_fen)
     }
     async fn post_fee(&self) -> Money {
-        money_of(self.view.post_fee_fen, &self.view.currency)
+        money_of(self.view.post_fee_fen)
     }
     async fn placed_at(&self) -> DateTime<Utc> {
         self.view.placed_at
@@ -217,10 +217,10 @@ impl OrderLine {
         self.0.quantity
     }
     async fn unit_price(&self) -> Money {
-        money_of(self.0.unit_price_fen, "CNY")
+        money_of(self.0.unit_price_fen)
     }
     async fn paid(&self) -> Money {
-        money_of(self.0.paid_fen, "CNY")
+        money_of(self.0.paid_fen)
     }
     /// NONE, REFUND_REQUESTED, RETURNING or REFUNDED.
     async fn after_sales(&self) -> &str {

@@ -374,14 +374,14 @@ fn adapter_for(
 
 /// Decrypts the stored credentials of a connection.
 fn open_credentials(
-    core: &Core,
     dek: &uphub_domain::pii::DataKey,
-    l: &Leased,
+    tenant: TenantId,
+    channel: Uuid,
+    credentials_ct: &[u8],
 ) -> ServiceResult<Credentials> {
-    let _ = core;
     let plain = dek
-        .decrypt(&l.credentials_ct, &aad(l.tenant))
-        .map_err(|e| anyhow::anyhow!("credentials of {}: {e}", l.channel))?;
+        .decrypt(credentials_ct, &aad(tenant))
+        .map_err(|e| anyhow::anyhow!("credentials of {channel}: {e}"))?;
     Ok(serde_json::from_str(&plain).map_err(anyhow::Error::from)?)
 }
 
@@ -389,7 +389,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     let tx = TenantTx::begin(&core.db, l.tenant).await?;
     let dek = crate::pii::data_key(core, &tx).await?;
     tx.commit().await?;
-    let creds = open_credentials(core, &dek, l)?;
+    let creds = open_credentials(&dek, l.tenant, l.channel, &l.credentials_ct)?;
     let Some(adapter) = adapter_for(core, l.channel_type, creds.clone())? else {
         return Err(ServiceError::Invalid(InvalidInput {
             field: "type",
@@ -654,15 +654,8 @@ pub async fn push_available(
         let Some(channel_type) = ChannelType::parse(&t) else {
             continue;
         };
-        let leased = Leased {
-            tenant: tx.tenant(),
-            channel: r.try_get("", "channel_id")?,
-            channel_type,
-            credentials_ct: r.try_get("", "credentials_ct")?,
-            cursor: Utc::now(),
-            window_secs: MAX_WINDOW_SECS,
-        };
-        let creds = open_credentials(core, &dek, &leased)?;
+        let ct: Vec<u8> = r.try_get("", "credentials_ct")?;
+        let creds = open_credentials(&dek, tx.tenant(), r.try_get("", "channel_id")?, &ct)?;
         let Some(adapter) = adapter_for(core, channel_type, creds)? else {
             continue;
         };

@@ -9,11 +9,12 @@ use chrono::NaiveDate;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use serde_json::json;
 use uphub_domain::identity::{InvalidInput, Permission};
-use uphub_domain::order::OrderStatus;
+use uphub_domain::order::{OrderStatus, split_groups};
 use uphub_tenants::{RequestCtx, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::require;
+use crate::orders::insert_events;
 use crate::{Core, ServiceError, ServiceResult};
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -43,24 +44,8 @@ impl MergeMode {
     }
 }
 
-/// The key lines are grouped by: (warehouse, virtual?, ships on).
-type GroupKey = (Uuid, bool, Option<NaiveDate>);
 /// Open fulfilments that could merge share this: (receiver key, warehouse, ships on).
 type MergeKey = (Vec<u8>, Option<Uuid>, Option<NaiveDate>);
-
-/// Groups lines into fulfilments (pure): one per warehouse, kind and pre-sale date.
-pub fn split_groups(
-    lines: &[(Uuid, Uuid, bool, Option<NaiveDate>)],
-) -> BTreeMap<GroupKey, Vec<Uuid>> {
-    let mut groups: BTreeMap<GroupKey, Vec<Uuid>> = BTreeMap::new();
-    for (line, wh, virtual_goods, ships_on) in lines {
-        groups
-            .entry((*wh, *virtual_goods, *ships_on))
-            .or_default()
-            .push(*line);
-    }
-    groups
-}
 
 pub async fn merge_mode(tx: &TenantTx) -> ServiceResult<MergeMode> {
     Ok(tx
@@ -218,20 +203,6 @@ pub async fn sync_order(
         .await?;
     }
     insert_events(tx, events).await
-}
-
-async fn insert_events(tx: &TenantTx, rows: Vec<serde_json::Value>) -> ServiceResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    tx.execute_raw(stmt(
-        "INSERT INTO order_events (tenant_id, id, order_id, kind, detail, actor)
-         SELECT $1, x.id, x.order_id, x.kind, COALESCE(x.detail, '{}'), COALESCE(x.actor, 'system')
-         FROM jsonb_to_recordset($2::jsonb) AS x(id uuid, order_id uuid, kind text, detail jsonb, actor text)",
-        vec![tx.tenant().0.into(), serde_json::Value::Array(rows).into()],
-    ))
-    .await?;
-    Ok(())
 }
 
 /// The order's merge key: the receiver's blind index, else one over the platform buyer id.
@@ -580,28 +551,6 @@ pub async fn order_split(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_split_by_warehouse_kind_and_presale_date() {
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let day = NaiveDate::from_ymd_opt(2026, 12, 1);
-        let lines = vec![
-            (Uuid::from_u128(10), a, false, None),
-            (Uuid::from_u128(11), a, false, None),
-            (Uuid::from_u128(12), a, true, None),
-            (Uuid::from_u128(13), b, false, None),
-            (Uuid::from_u128(14), a, false, day),
-        ];
-        let g = split_groups(&lines);
-        assert_eq!(g.len(), 4);
-        assert_eq!(
-            g[&(a, false, None)],
-            vec![Uuid::from_u128(10), Uuid::from_u128(11)]
-        );
-        assert_eq!(g[&(a, true, None)], vec![Uuid::from_u128(12)]);
-        assert_eq!(g[&(b, false, None)], vec![Uuid::from_u128(13)]);
-        assert_eq!(g[&(a, false, day)], vec![Uuid::from_u128(14)]);
-    }
 
     #[test]
     fn merge_modes_round_trip() {

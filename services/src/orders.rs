@@ -378,7 +378,8 @@ fn event_row(
            "to_status": to, "detail": detail})
 }
 
-async fn insert_events(tx: &TenantTx, rows: Vec<Value>) -> ServiceResult<()> {
+/// Appends timeline rows (`event_row` or any object with those keys) in one statement.
+pub(crate) async fn insert_events(tx: &TenantTx, rows: Vec<Value>) -> ServiceResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
