@@ -19,9 +19,12 @@ use crate::http::{
 };
 use crate::sign::xhs_sign;
 
-/// Order details fetched per window pull at most (see `fetch_window`).
-const DETAILS_PER_PULL: usize = 200;
 use crate::{ChannelError, Credentials, Marketplace, Window};
+
+/// Order details fetched per window pull at most (see `fetch_window`).
+const DETAILS_PER_PULL: usize = 600;
+/// List pages requested at once.
+const LIST_CONCURRENCY: usize = 4;
 
 const VERSION: &str = "2.0";
 const GATEWAY: &str = "/ark/open_api/v3/common_controller";
@@ -33,7 +36,7 @@ const THROTTLED: i64 = -9013;
 const TOKEN_EXPIRED: i64 = 1004;
 const BAD_SIGNATURE: i64 = 1003;
 /// Detail calls in flight at once while pulling a window.
-pub const DEFAULT_DETAIL_CONCURRENCY: usize = 8;
+pub const DEFAULT_DETAIL_CONCURRENCY: usize = 16;
 
 #[derive(Debug)]
 pub(crate) enum Answer {
@@ -426,11 +429,14 @@ impl XiaohongshuShop {
             let mut pages = vec![first];
             if last > 1 {
                 // From the last page back to the first (the platform's advice for updated-time
-                // pulls, so orders updated while we page are not skipped).
-                pages.clear();
-                for page in (1..=last).rev() {
-                    pages.push(self.list_page(w, page).await?);
-                }
+                // pulls, so orders updated while we page are not skipped), a few in flight.
+                let calls: Vec<_> = (1..=last).rev().map(|p| self.list_page(w, p)).collect();
+                pages = stream::iter(calls)
+                    .buffered(LIST_CONCURRENCY)
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<Result<_, _>>()?;
             }
             for data in &pages {
                 for o in array(data, "orderList") {

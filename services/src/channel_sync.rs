@@ -40,6 +40,9 @@ const SEAL_PIECE: usize = 400;
 /// Orders per outbox message (one batch upsert each).
 pub const CHUNK: usize = 200;
 
+/// Platform order id → (modified time, platform status) of the version sent to the bus.
+pub(crate) type SentVersions = std::collections::HashMap<String, (DateTime<Utc>, String)>;
+
 #[derive(Debug, Clone)]
 pub struct ConnectInput {
     pub channel_type: ChannelType,
@@ -399,9 +402,6 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     };
     let mut cursor = l.cursor;
     let mut fetched = 0usize;
-    // Orders fetched in this round (the bus may not have written them to Postgres yet).
-    let mut seen: std::collections::HashMap<String, DateTime<Utc>> =
-        std::collections::HashMap::new();
     let budget = std::time::Instant::now();
     loop {
         let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();
@@ -417,12 +417,28 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         if end <= cursor {
             break;
         }
-        let mut known = held_versions(core, l, start).await?;
-        known.extend(seen.iter().map(|(k, v)| (k.clone(), *v)));
-        let pulled = adapter.fetch_window(Window { start, end }, &known).await?;
-        for o in &pulled.orders {
-            seen.insert(o.platform_order_id.clone(), o.modified_at);
+        // Platforms filter windows by whole seconds: what we hold from the second `start` falls
+        // in counts too, or orders of that second would look new on every pull.
+        let held_since = start - chrono::Duration::seconds(1);
+        let mut held = held_versions(core, l, held_since).await?;
+        // What this process sent lately and the bus may not have written yet.
+        if let Ok(mut sent) = core.sent_versions.lock() {
+            let mine = sent.entry(l.channel).or_default();
+            mine.retain(|_, (m, _)| *m >= held_since);
+            for (k, v) in mine.iter() {
+                held.entry(k.clone()).or_insert_with(|| v.clone());
+            }
         }
+        let known: std::collections::HashMap<String, DateTime<Utc>> =
+            held.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+        let mut pulled = adapter.fetch_window(Window { start, end }, &known).await?;
+        // The overlap fetches again what we already hold or sent: only what changed goes on.
+        pulled.orders.retain(|o| {
+            !held.get(&o.platform_order_id).is_some_and(|(m, st)| {
+                o.modified_at < *m || (o.modified_at == *m && o.platform_status == *st)
+            })
+        });
+
         // Hints only say "something changed": the window pull fetches those orders anyway.
         let hints = adapter.poll_hints().await?;
         // Receivers are decrypted and the orders handed to the bus in pieces, each committed at
@@ -486,16 +502,17 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     Ok(fetched)
 }
 
-/// The platform modified times we hold for orders of this channel changed since `since`.
+/// The platform versions (modified time, platform status) we hold for orders of this channel
+/// changed since `since`.
 async fn held_versions(
     core: &Core,
     l: &Leased,
     since: DateTime<Utc>,
-) -> Result<std::collections::HashMap<String, DateTime<Utc>>, SyncError> {
+) -> Result<std::collections::HashMap<String, (DateTime<Utc>, String)>, SyncError> {
     let tx = TenantTx::begin(&core.db, l.tenant).await?;
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT platform_order_id, platform_modified_at FROM orders
+            "SELECT platform_order_id, platform_modified_at, platform_status FROM orders
              WHERE tenant_id = $1 AND channel_id = $2 AND platform_modified_at >= $3",
             vec![l.tenant.0.into(), l.channel.into(), since.into()],
         ))
@@ -505,7 +522,10 @@ async fn held_versions(
     for r in rows {
         out.insert(
             r.try_get::<String>("", "platform_order_id")?,
-            r.try_get::<DateTime<Utc>>("", "platform_modified_at")?,
+            (
+                r.try_get::<DateTime<Utc>>("", "platform_modified_at")?,
+                r.try_get::<String>("", "platform_status")?,
+            ),
         );
     }
     Ok(out)
@@ -608,6 +628,15 @@ async fn commit_window(
     if moved == 0 {
         return Err(SyncError::LeaseLost);
     }
+    let sent: Vec<(String, (DateTime<Utc>, String))> = orders
+        .iter()
+        .map(|f| {
+            (
+                f.order.platform_order_id.clone(),
+                (f.order.modified_at, f.order.platform_status.clone()),
+            )
+        })
+        .collect();
     for chunk in orders.chunks(CHUNK) {
         let batch = FetchedBatch {
             channel_id: l.channel,
@@ -622,6 +651,9 @@ async fn commit_window(
         .await?;
     }
     tx.commit().await?;
+    if let Ok(mut known) = core.sent_versions.lock() {
+        known.entry(l.channel).or_default().extend(sent);
+    }
     Ok(())
 }
 

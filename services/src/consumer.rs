@@ -39,6 +39,11 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, core: &Core, tx: &TenantTx, event: &Envelope) -> anyhow::Result<()>;
     /// Runs after the event's transaction committed (live notifications and the like).
     async fn after_commit(&self, _core: &Core, _event: &Envelope) {}
+    /// Events handled side by side by one consumer (1: strictly one after another). Handlers
+    /// that allow more serialize what must be serialized themselves (e.g. an advisory lock).
+    fn concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// Back-off before attempt `n` (1-based): 200 ms, 400 ms, 800 ms, … capped at 30 s.
@@ -137,63 +142,92 @@ pub async fn run(
             FieldTable::default(),
         )
         .await?;
+    let limit = handler.concurrency().max(1);
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
     loop {
+        // Full: finish one before taking the next delivery (the prefetch bounds the rest).
+        if in_flight.len() >= limit {
+            tokio::select! {
+                done = in_flight.next() => {
+                    if let Some(r) = done {
+                        r?;
+                    }
+                    continue;
+                }
+                _ = shutdown.changed() => return Ok(()),
+            }
+        }
         let delivery = tokio::select! {
             d = consumer.next() => d,
+            Some(r) = in_flight.next(), if !in_flight.is_empty() => {
+                r?;
+                continue;
+            }
             _ = shutdown.changed() => return Ok(()),
         };
         let Some(delivery) = delivery else {
             anyhow::bail!("consumer {} stream ended", handler.name());
         };
         let delivery = delivery.context("delivery")?;
-        let attempts = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-attempts").cloned())
-            .and_then(|v| match v {
-                AMQPValue::LongUInt(n) => Some(n),
-                AMQPValue::LongLongInt(n) => Some(n as u32),
-                AMQPValue::LongInt(n) => Some(n as u32),
-                _ => None,
-            })
-            .unwrap_or(0);
-        match serde_json::from_slice::<Envelope>(&delivery.data) {
-            Err(e) => {
-                // Unparseable: nothing to retry. Park the raw bytes on the DLQ and move on.
-                tracing::error!(consumer = handler.name(), error = %e, "malformed message parked");
-                let _ = channel
-                    .basic_publish(
-                        "".into(),
-                        dlq(&core, handler.name()).as_str().into(),
-                        Default::default(),
-                        &delivery.data,
-                        lapin::BasicProperties::default(),
+        in_flight.push(deliver(&core, &channel, handler.as_ref(), delivery));
+    }
+}
+
+/// Handles one delivery: applied, scheduled for a retry, or dead-lettered; then acknowledged.
+async fn deliver(
+    core: &Core,
+    channel: &lapin::Channel,
+    handler: &dyn Handler,
+    delivery: lapin::message::Delivery,
+) -> anyhow::Result<()> {
+    let attempts = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-attempts").cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongUInt(n) => Some(n),
+            AMQPValue::LongLongInt(n) => Some(n as u32),
+            AMQPValue::LongInt(n) => Some(n as u32),
+            _ => None,
+        })
+        .unwrap_or(0);
+    match serde_json::from_slice::<Envelope>(&delivery.data) {
+        Err(e) => {
+            // Unparseable: nothing to retry. Park the raw bytes on the DLQ and move on.
+            tracing::error!(consumer = handler.name(), error = %e, "malformed message parked");
+            let _ = channel
+                .basic_publish(
+                    "".into(),
+                    dlq(core, handler.name()).as_str().into(),
+                    Default::default(),
+                    &delivery.data,
+                    lapin::BasicProperties::default(),
+                )
+                .await;
+        }
+        Ok(env) => {
+            if let Err(e) = process(core, handler, &env).await {
+                let attempt = attempts + 1;
+                tracing::warn!(consumer = handler.name(), event = %env.id, attempt, error = %format!("{e:#}"), "handler failed");
+                if attempt >= MAX_ATTEMPTS {
+                    dead_letter(
+                        core,
+                        channel,
+                        handler.name(),
+                        &env,
+                        attempt,
+                        &format!("{e:#}"),
                     )
-                    .await;
-            }
-            Ok(env) => {
-                if let Err(e) = process(&core, handler.as_ref(), &env).await {
-                    let attempt = attempts + 1;
-                    tracing::warn!(consumer = handler.name(), event = %env.id, attempt, error = %format!("{e:#}"), "handler failed");
-                    if attempt >= MAX_ATTEMPTS {
-                        dead_letter(
-                            &core,
-                            &channel,
-                            handler.name(),
-                            &env,
-                            attempt,
-                            &format!("{e:#}"),
-                        )
-                        .await?;
-                    } else {
-                        schedule_retry(&core, &channel, handler.name(), &env, attempt).await?;
-                    }
+                    .await?;
+                } else {
+                    schedule_retry(core, channel, handler.name(), &env, attempt).await?;
                 }
             }
         }
-        delivery.ack(BasicAckOptions::default()).await?;
     }
+    delivery.ack(BasicAckOptions::default()).await?;
+    Ok(())
 }
 
 /// Applies one event exactly once: the processed marker and the effect commit together.

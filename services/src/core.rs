@@ -40,6 +40,9 @@ pub struct Core {
     /// Open while Redis is failing: stock admission skips Redis until this instant (ms).
     pub(crate) stock_breaker: Arc<std::sync::atomic::AtomicI64>,
     pub(crate) deks: Arc<Mutex<HashMap<TenantId, DataKey>>>,
+    /// Per marketplace connection: the order versions this process handed to the bus lately
+    /// (an optimization only: a pull skips them; the upsert would find them stale anyway).
+    pub(crate) sent_versions: Arc<Mutex<HashMap<uuid::Uuid, crate::channel_sync::SentVersions>>>,
 }
 
 impl Core {
@@ -86,6 +89,7 @@ impl Core {
             hub,
             stock_breaker: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             deks: Arc::new(Mutex::new(HashMap::new())),
+            sent_versions: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

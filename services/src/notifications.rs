@@ -72,6 +72,11 @@ impl Handler for OrderIngest {
     fn topics(&self) -> &'static [&'static str] {
         &[crate::orders::FETCHED_TOPIC]
     }
+    /// Batches of different channels upsert side by side (one channel's are serialized by the
+    /// advisory lock in `orders::ingest`).
+    fn concurrency(&self) -> usize {
+        4
+    }
     async fn handle(&self, _core: &Core, tx: &TenantTx, ev: &Envelope) -> anyhow::Result<()> {
         let batch: crate::orders::FetchedBatch =
             serde_json::from_value(ev.payload.clone()).context("orders batch")?;

@@ -84,6 +84,9 @@ async fn round(
             .unwrap();
         }
     }
+    // A backlog: the newest orders are older than the settle lag a pull leaves for the platform
+    // to finish writing (otherwise the first seconds would time that deliberate wait).
+    tokio::time::sleep(channel_sync::SETTLE_LAG).await;
     mock.set_faults(None, faults);
     let started = Instant::now();
     for p in [Platform::Taobao, Platform::Douyin, Platform::Xiaohongshu] {
@@ -132,8 +135,18 @@ async fn round(
     (3 * per_platform as i64, ingest, settle)
 }
 
+// The same allocator as the `uphub` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    // FAULTS=0 runs the fault-free round only.
+    let with_faults = std::env::var("FAULTS").map_or(true, |v| v != "0");
     let per_platform: usize = std::env::var("ORDERS_PER_PLATFORM")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -230,7 +243,10 @@ async fn main() -> anyhow::Result<()> {
                 timeout_ms: 2500,
             },
         ),
-    ] {
+    ]
+    .into_iter()
+    .take(if with_faults { 2 } else { 1 })
+    {
         let (n, ingest, settle) =
             round(&core, &ctx, &mock, &mock_url, tag, per_platform, faults).await;
         println!(
