@@ -745,13 +745,35 @@ async fn run(db_name: &str, url: &str) -> anyhow::Result<()> {
         warm.first_error.unwrap_or_default()
     );
     let secs_f = secs as f64;
+    // Postgres transactions (committed + rolled back) of this database: per order, a count of
+    // what a cycle costs the database (the statistics lag by up to a second; 1 s pauses let
+    // them catch up).
+    let xacts = || {
+        let db = db.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            db.query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no stats row"))?
+            .try_get_by_index::<i64>(0)
+            .map_err(anyhow::Error::from)
+        }
+    };
+    let x0 = xacts().await?;
     let c0 = snap(serve_pid, worker_pid);
     let (mut ck, ck_elapsed) =
         phase(Work::Checkout, skus[0].clone(), Duration::from_secs(secs)).await?;
     let c1 = snap(serve_pid, worker_pid);
+    let x1 = xacts().await?;
+    let c1b = snap(serve_pid, worker_pid);
     let (mut po, po_elapsed) =
         phase(Work::PlaceOnly, skus[0].clone(), Duration::from_secs(secs)).await?;
     let c2 = snap(serve_pid, worker_pid);
+    let x2 = xacts().await?;
+    let c2b = snap(serve_pid, worker_pid);
     let (mut me, me_elapsed) = phase(Work::Me, skus[0].clone(), Duration::from_secs(secs)).await?;
     let c3 = snap(serve_pid, worker_pid);
 
@@ -912,11 +934,16 @@ async fn run(db_name: &str, url: &str) -> anyhow::Result<()> {
     );
     println!(
         "CPU (cores) during orderPlace only: {}",
-        cpu_line(c1, c2, secs_f)
+        cpu_line(c1b, c2, secs_f)
     );
     println!(
         "CPU (cores) during buyerMe:         {}",
-        cpu_line(c2, c3, secs_f)
+        cpu_line(c2b, c3, secs_f)
+    );
+    println!(
+        "Postgres transactions per order (server and worker): placed + paid {:.1}, orderPlace only {:.1}",
+        (x1 - x0) as f64 / ck.done.max(1) as f64,
+        (x2 - x1) as f64 / po.done.max(1) as f64
     );
     println!();
     println!(
