@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod metrics;
 pub mod payhooks;
+pub mod pushhooks;
 pub mod seckill;
 
 use std::net::SocketAddr;
@@ -62,6 +63,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(payhooks::routes())
+        .merge(pushhooks::routes())
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }

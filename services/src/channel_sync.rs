@@ -376,7 +376,7 @@ fn adapter_for(
 }
 
 /// Decrypts the stored credentials of a connection.
-fn open_credentials(
+pub(crate) fn open_credentials(
     dek: &uphub_domain::pii::DataKey,
     tenant: TenantId,
     channel: Uuid,

@@ -83,12 +83,27 @@ pub(crate) async fn idem_claim(
     hash: &[u8],
 ) -> ServiceResult<Claim> {
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let claim = idem_claim_in(&tx, actor, scope, key, hash).await?;
+    tx.commit().await?;
+    Ok(claim)
+}
+
+/// `idem_claim` inside the caller's transaction, so the checks that follow it (and the rows
+/// they write) commit with the claim, and a refusal rolls the claim back with them.
+pub(crate) async fn idem_claim_in(
+    tx: &TenantTx,
+    actor: Uuid,
+    scope: &str,
+    key: &str,
+    hash: &[u8],
+) -> ServiceResult<Claim> {
+    let tenant = tx.tenant();
     let inserted = tx
         .query_one_raw(stmt(
             "INSERT INTO idempotency_keys (tenant_id, actor_id, scope, key, request_hash)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING key",
             vec![
-                ctx.tenant.0.into(),
+                tenant.0.into(),
                 actor.into(),
                 scope.into(),
                 key.into(),
@@ -97,7 +112,6 @@ pub(crate) async fn idem_claim(
         ))
         .await?;
     if inserted.is_some() {
-        tx.commit().await?;
         return Ok(Claim::New);
     }
     let row = tx
@@ -108,7 +122,7 @@ pub(crate) async fn idem_claim(
              FROM idempotency_keys
              WHERE tenant_id = $1 AND actor_id = $2 AND scope = $3 AND key = $4 FOR UPDATE",
             vec![
-                ctx.tenant.0.into(),
+                tenant.0.into(),
                 actor.into(),
                 scope.into(),
                 key.into(),
@@ -128,7 +142,7 @@ pub(crate) async fn idem_claim(
             "UPDATE idempotency_keys SET request_hash = $5, response = NULL, created_at = now()
              WHERE tenant_id = $1 AND actor_id = $2 AND scope = $3 AND key = $4",
             vec![
-                ctx.tenant.0.into(),
+                tenant.0.into(),
                 actor.into(),
                 scope.into(),
                 key.into(),
@@ -136,10 +150,8 @@ pub(crate) async fn idem_claim(
             ],
         ))
         .await?;
-        tx.commit().await?;
         return Ok(Claim::New);
     }
-    tx.commit().await?;
     if stored != hash {
         return Err(ServiceError::conflict(
             "idempotencyKey",
@@ -294,6 +306,11 @@ struct Priced {
 }
 
 /// `orderPlace`: prices, reserves, writes the order; SOLD_OUT writes nothing.
+///
+/// Round trips are what a placement costs under load, so: one transaction claims the key and
+/// reads everything placement needs (channel, payment window, the address, prices and
+/// warehouses — one statement); the reservation engine decides; one statement writes the order,
+/// its lines, its first event and the key's answer; the answer is built from what was written.
 pub async fn order_place(
     core: &Core,
     ctx: &RequestCtx,
@@ -324,30 +341,21 @@ pub async fn order_place(
             .join(",")
     );
     let hash = request_hash(&fingerprint);
-    match idem_claim(core, ctx, buyer, "orderPlace", &key, &hash).await? {
-        Claim::Replay(v) => {
-            let id = v
-                .get("orderId")
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::try_parse(s).ok())
-                .ok_or_else(|| anyhow::anyhow!("stored orderPlace answer without orderId"))?;
-            return buyer_order(core, ctx, id).await;
-        }
-        Claim::New => {}
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    if let Claim::Replay(v) = idem_claim_in(&tx, buyer, "orderPlace", &key, &hash).await? {
+        tx.commit().await?;
+        let id = v
+            .get("orderId")
+            .and_then(Value::as_str)
+            .and_then(|s| Uuid::try_parse(s).ok())
+            .ok_or_else(|| anyhow::anyhow!("stored orderPlace answer without orderId"))?;
+        return buyer_order(core, ctx, id).await;
     }
-    let r = place(
-        core,
-        ctx,
-        buyer,
-        channel,
-        &lines,
-        input.address_id,
-        campaign,
-        &key,
-    )
-    .await;
-    match r {
-        Ok(id) => buyer_order(core, ctx, id).await,
+    // A refusal here (no such address, SKU or channel) rolls the claim back with the reads.
+    let read = place_read(core, &tx, buyer, channel, &lines, input.address_id).await?;
+    tx.commit().await?;
+    match place(core, ctx, buyer, channel, read, campaign, &key).await {
+        Ok(order) => Ok(order),
         Err(e) => {
             idem_abandon(core, ctx, buyer, "orderPlace", &key).await;
             Err(e)
@@ -355,69 +363,81 @@ pub async fn order_place(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn place(
+/// What placement reads before it reserves.
+struct PlaceRead {
+    channel_id: Uuid,
+    payment_minutes: i32,
+    address: crate::buyers::BuyerAddress,
+    dek: uphub_domain::pii::DataKey,
+    priced: Vec<Priced>,
+}
+
+/// The channel, the payment window, the buyer's address and every line's price and warehouse, in
+/// one statement: a one-row head (LEFT JOIN, so a missing address still answers) joined with
+/// the SKU rows.
+async fn place_read(
     core: &Core,
-    ctx: &RequestCtx,
+    tx: &TenantTx,
     buyer: Uuid,
     channel: ChannelType,
     lines: &[PlaceLine],
     address_id: Uuid,
-    campaign: Option<String>,
-    key: &str,
-) -> ServiceResult<Uuid> {
-    let tenant = ctx.tenant;
-    let address = crate::buyers::buyer_addresses(core, ctx)
-        .await?
-        .into_iter()
-        .find(|a| a.id == address_id)
-        .ok_or_else(|| invalid("addressId", "no such address"))?;
-
-    // 1. Read: the channel, prices, warehouses, the payment window.
-    let tx = TenantTx::begin(&core.db, tenant).await?;
-    let channel_id: Uuid = tx
-        .query_one_raw(stmt(
-            "SELECT id FROM sales_channels WHERE tenant_id = $1 AND type = $2 ORDER BY created_at, id LIMIT 1",
-            vec![tenant.0.into(), channel.as_str().into()],
+) -> ServiceResult<PlaceRead> {
+    let tenant = tx.tenant();
+    let skus: Vec<Uuid> = lines.iter().map(|l| l.sku).collect();
+    let rows = tx
+        .query_all_raw(stmt(
+            "WITH ch AS (SELECT id FROM sales_channels WHERE tenant_id = $1 AND type = $2
+                         ORDER BY created_at, id LIMIT 1)
+             SELECT h.*, x.* FROM (
+               SELECT (SELECT id FROM ch) AS channel_id,
+                      (SELECT payment_minutes FROM tenant_settings WHERE tenant_id = $1) AS payment_minutes,
+                      a.id AS address_id, a.name_ct, a.phone_ct, a.detail_ct, a.province, a.city,
+                      a.district, a.is_default, a.created_at AS address_created_at
+               FROM (SELECT 1) one
+               LEFT JOIN buyer_addresses a ON a.tenant_id = $1 AND a.buyer_id = $3 AND a.id = $4) h
+             LEFT JOIN LATERAL (
+               SELECT s.id, s.code, p.title || ' ' || s.name AS title, p.status, p.kind,
+                      CASE WHEN l.listed THEN l.price_fen ELSE s.price_fen END AS price_fen,
+                      (SELECT warehouse_id FROM inventory_levels v WHERE v.tenant_id = s.tenant_id
+                         AND v.sku_id = s.id ORDER BY on_hand - reserved - held DESC, warehouse_id LIMIT 1) AS warehouse_id
+               FROM skus s JOIN products p ON p.tenant_id = s.tenant_id AND p.id = s.product_id
+               LEFT JOIN listings l ON l.tenant_id = s.tenant_id AND l.sku_id = s.id AND l.channel_id = h.channel_id
+               WHERE s.tenant_id = $1 AND s.id = ANY($5)) x ON true",
+            vec![
+                tenant.0.into(),
+                channel.as_str().into(),
+                buyer.into(),
+                address_id.into(),
+                skus.into(),
+            ],
         ))
-        .await?
+        .await?;
+    let head = rows
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("placement read returned no head row"))?;
+    let channel_id: Uuid = head
+        .try_get::<Option<Uuid>>("", "channel_id")?
         .ok_or_else(|| {
             invalid(
                 "channel",
                 format!("the store does not sell on {}", channel.as_str()),
             )
-        })?
-        .try_get("", "id")?;
-    let skus: Vec<Uuid> = lines.iter().map(|l| l.sku).collect();
-    let rows = tx
-        .query_all_raw(stmt(
-            "SELECT s.id, s.code, p.title || ' ' || s.name AS title, p.status, p.kind,
-                    CASE WHEN l.listed THEN l.price_fen ELSE s.price_fen END AS price_fen,
-                    (SELECT warehouse_id FROM inventory_levels v WHERE v.tenant_id = s.tenant_id
-                       AND v.sku_id = s.id ORDER BY on_hand - reserved - held DESC, warehouse_id LIMIT 1) AS warehouse_id
-             FROM skus s JOIN products p ON p.tenant_id = s.tenant_id AND p.id = s.product_id
-             LEFT JOIN listings l ON l.tenant_id = s.tenant_id AND l.sku_id = s.id AND l.channel_id = $3
-             WHERE s.tenant_id = $1 AND s.id = ANY($2)",
-            vec![tenant.0.into(), skus.into(), channel_id.into()],
-        ))
-        .await?;
-    let payment_minutes: i32 = tx
-        .query_one_raw(stmt(
-            "SELECT payment_minutes FROM tenant_settings WHERE tenant_id = $1",
-            vec![tenant.0.into()],
-        ))
-        .await?
-        .map(|r| r.try_get("", "payment_minutes"))
-        .transpose()?
+        })?;
+    let payment_minutes: i32 = head
+        .try_get::<Option<i32>>("", "payment_minutes")?
         .unwrap_or(15);
-    let dek = crate::pii::data_key(core, &tx).await?;
-    tx.commit().await?;
+    if head.try_get::<Option<Uuid>>("", "address_id")?.is_none() {
+        return Err(invalid("addressId", "no such address"));
+    }
+    let dek = crate::pii::data_key(core, tx).await?;
+    let address = address_from(&dek, tenant, head)?;
 
     let mut priced = Vec::with_capacity(lines.len());
     for l in lines {
         let Some(r) = rows
             .iter()
-            .find(|r| r.try_get::<Uuid>("", "id").ok() == Some(l.sku))
+            .find(|r| r.try_get::<Option<Uuid>>("", "id").ok().flatten() == Some(l.sku))
         else {
             return Err(invalid("skuId", format!("no such SKU {}", l.sku)));
         };
@@ -445,6 +465,63 @@ async fn place(
             warehouse,
         });
     }
+    Ok(PlaceRead {
+        channel_id,
+        payment_minutes,
+        address,
+        dek,
+        priced,
+    })
+}
+
+/// The buyer's address from the head row; sealed as `buyers` seals it (the same AAD:
+/// tenant, `buyer_addresses.<column>:<id>`).
+fn address_from(
+    dek: &uphub_domain::pii::DataKey,
+    tenant: TenantId,
+    r: &sea_orm::QueryResult,
+) -> ServiceResult<crate::buyers::BuyerAddress> {
+    let id: Uuid = r.try_get("", "address_id")?;
+    let open = |column: &str| -> ServiceResult<String> {
+        let ct: Vec<u8> = r.try_get("", &format!("{column}_ct"))?;
+        dek.decrypt(
+            &ct,
+            &crate::pii::aad(tenant, &format!("buyer_addresses.{column}:{id}")),
+        )
+        .map_err(|e| anyhow::anyhow!("decrypting buyer_addresses.{column} of {id}: {e}").into())
+    };
+    Ok(crate::buyers::BuyerAddress {
+        id,
+        receiver_name: open("name")?,
+        receiver_phone: open("phone")?,
+        detail: open("detail")?,
+        province: r.try_get("", "province")?,
+        city: r.try_get("", "city")?,
+        district: r.try_get("", "district")?,
+        is_default: r.try_get("", "is_default")?,
+        created_at: r
+            .try_get::<DateTime<chrono::FixedOffset>>("", "address_created_at")?
+            .to_utc(),
+    })
+}
+
+async fn place(
+    core: &Core,
+    ctx: &RequestCtx,
+    buyer: Uuid,
+    channel: ChannelType,
+    read: PlaceRead,
+    campaign: Option<String>,
+    key: &str,
+) -> ServiceResult<BuyerOrder> {
+    let tenant = ctx.tenant;
+    let PlaceRead {
+        channel_id,
+        payment_minutes,
+        address,
+        dek,
+        priced,
+    } = read;
     let total_fen: i64 = priced
         .iter()
         .map(|p| p.unit_price_fen * i64::from(p.quantity))
@@ -489,29 +566,34 @@ async fn place(
     let written = write_order(
         core,
         ctx,
-        buyer,
-        order_id,
-        channel,
-        channel_id,
-        &priced,
-        total_fen,
-        &address,
-        &dek,
-        campaign.as_deref(),
-        now,
-        due,
-        reservation_id,
-        key,
+        NewOrder {
+            buyer,
+            order_id,
+            channel,
+            channel_id,
+            priced: &priced,
+            total_fen,
+            address: &address,
+            dek: &dek,
+            campaign: campaign.as_deref(),
+            now,
+            due,
+            reservation_id,
+            key,
+        },
     )
     .await;
-    if let Err(e) = written {
-        if let Some(rid) = reservation_id
-            && let Err(re) = reservation::release(core, ctx, rid, false).await
-        {
-            tracing::warn!(error = %re, "releasing the stock of a failed placement failed; the TTL will");
+    let order = match written {
+        Ok(o) => o,
+        Err(e) => {
+            if let Some(rid) = reservation_id
+                && let Err(re) = reservation::release(core, ctx, rid, false).await
+            {
+                tracing::warn!(error = %re, "releasing the stock of a failed placement failed; the TTL will");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
     publish_live(
         core,
         tenant,
@@ -522,7 +604,7 @@ async fn place(
         }],
     )
     .await;
-    Ok(order_id)
+    Ok(order)
 }
 
 fn order_number(now: DateTime<Utc>) -> String {
@@ -530,26 +612,29 @@ fn order_number(now: DateTime<Utc>) -> String {
     format!("{}{n:06}", now.format("%Y%m%d%H%M%S"))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write_order(
-    core: &Core,
-    ctx: &RequestCtx,
+struct NewOrder<'a> {
     buyer: Uuid,
     order_id: Uuid,
     channel: ChannelType,
     channel_id: Uuid,
-    priced: &[Priced],
+    priced: &'a [Priced],
     total_fen: i64,
-    address: &crate::buyers::BuyerAddress,
-    dek: &uphub_domain::pii::DataKey,
-    campaign: Option<&str>,
+    address: &'a crate::buyers::BuyerAddress,
+    dek: &'a uphub_domain::pii::DataKey,
+    campaign: Option<&'a str>,
     now: DateTime<Utc>,
     due: DateTime<Utc>,
     reservation_id: Option<Uuid>,
-    key: &str,
-) -> ServiceResult<()> {
+    key: &'a str,
+}
+
+/// The order, its lines, its CREATED event and the key's answer: one statement (data-modifying
+/// CTEs; the lines' and event's foreign keys are checked at its end), so one round trip inside
+/// the transaction. Returns the order as written.
+async fn write_order(core: &Core, ctx: &RequestCtx, o: NewOrder<'_>) -> ServiceResult<BuyerOrder> {
     use uphub_domain::pii::{mask_address, mask_name, mask_phone};
     let tenant = ctx.tenant;
+    let address = o.address;
     let receiver = Receiver {
         name: address.receiver_name.clone(),
         phone: address.receiver_phone.clone(),
@@ -558,40 +643,14 @@ async fn write_order(
         district: address.district.clone(),
         address: address.detail.clone(),
     };
-    let (receiver_ct, receiver_key) = seal_receiver(dek, tenant, &receiver)?;
+    let (receiver_ct, receiver_key) = seal_receiver(o.dek, tenant, &receiver)?;
     let masked = json!({
         "name": mask_name(&receiver.name), "phone": mask_phone(&receiver.phone),
         "province": receiver.province, "city": receiver.city, "district": receiver.district,
         "address": mask_address(&format!("{}{}{}{}", receiver.province, receiver.city, receiver.district, receiver.address)),
     });
-    let number = order_number(now);
-    let tx = TenantTx::begin(&core.db, tenant).await?;
-    tx.execute_raw(stmt(
-        "INSERT INTO orders (tenant_id, id, channel_id, channel_type, platform_order_id, status,
-            platform_status, platform_modified_at, receiver_masked, receiver_ct, receiver_key,
-            total_fen, campaign, placed_at, stock_state, reservation_id, buyer_id, payment_due_at)
-         VALUES ($1, $2, $3, $4, $5, 'PENDING_PAYMENT', 'PENDING_PAYMENT', $6, $7,
-            decode($8, 'base64'), decode($9, 'hex'), $10, $11, $6,
-            CASE WHEN $12::uuid IS NULL THEN 'CONFIRMED' ELSE 'RESERVED' END, $12, $13, $14)",
-        vec![
-            tenant.0.into(),
-            order_id.into(),
-            channel_id.into(),
-            channel.as_str().into(),
-            number.into(),
-            now.into(),
-            masked.into(),
-            receiver_ct.into(),
-            receiver_key.into(),
-            total_fen.into(),
-            campaign.map(str::to_string).into(),
-            reservation_id.into(),
-            buyer.into(),
-            due.into(),
-        ],
-    ))
-    .await?;
-    let line_rows: Vec<Value> = priced
+    let line_rows: Vec<Value> = o
+        .priced
         .iter()
         .enumerate()
         .map(|(n, p)| {
@@ -601,37 +660,119 @@ async fn write_order(
                    "unit_price_fen": p.unit_price_fen, "paid_fen": p.unit_price_fen * i64::from(p.quantity)})
         })
         .collect();
-    tx.execute_raw(stmt(
-        "INSERT INTO order_lines (tenant_id, order_id, id, line_no, platform_line_id, platform_sku_id,
-            outer_sku_code, sku_id, warehouse_id, title, quantity, unit_price_fen, paid_fen)
-         SELECT $1, $2, x.id, x.line_no, x.platform_line_id, x.platform_sku_id, x.outer_sku_code,
-            x.sku_id, x.warehouse_id, x.title, x.quantity, x.unit_price_fen, x.paid_fen
-         FROM jsonb_to_recordset($3::jsonb) AS x(id uuid, line_no int, platform_line_id text,
-            platform_sku_id text, outer_sku_code text, sku_id uuid, warehouse_id uuid, title text,
-            quantity int, unit_price_fen bigint, paid_fen bigint)",
-        vec![tenant.0.into(), order_id.into(), Value::Array(line_rows).into()],
-    ))
-    .await?;
-    insert_event(
-        &tx,
-        order_id,
-        "CREATED",
-        None,
-        Some(OrderStatus::PendingPayment),
-        json!({"channel": channel.as_str(), "source": "CHECKOUT", "reservation": reservation_id}),
-        &format!("buyer:{buyer}"),
-    )
-    .await?;
-    idem_finish(
-        &tx,
-        buyer,
-        "orderPlace",
-        key,
-        &json!({"orderId": order_id.to_string()}),
-    )
-    .await?;
+    let event = json!({"channel": o.channel.as_str(), "source": "CHECKOUT", "reservation": o.reservation_id});
+    let answer = json!({"orderId": o.order_id.to_string()});
+    // The order number is the second plus six random digits: at a few hundred orders a second
+    // two orders can draw the same one, which the unique key refuses; draw again.
+    let mut attempt = 0;
+    let row = loop {
+        attempt += 1;
+        let number = order_number(o.now);
+        match insert_order(
+            core,
+            tenant,
+            &o,
+            &number,
+            &masked,
+            &receiver_ct,
+            &receiver_key,
+            &line_rows,
+            &event,
+            &answer,
+        )
+        .await
+        {
+            Err(e)
+                if attempt < 5
+                    && matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(m)) if m.contains("platform_order_id")) =>
+            {
+                continue;
+            }
+            r => break r.map_err(ServiceError::from)?,
+        }
+    };
+    let mut order = buyer_order_from(&row)?;
+    order.lines = o
+        .priced
+        .iter()
+        .map(|p| BuyerOrderLine {
+            sku_id: Some(p.sku),
+            title: p.title.clone(),
+            quantity: p.quantity,
+            unit_price_fen: p.unit_price_fen,
+        })
+        .collect();
+    Ok(order)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_order(
+    core: &Core,
+    tenant: TenantId,
+    o: &NewOrder<'_>,
+    number: &str,
+    masked: &Value,
+    receiver_ct: &str,
+    receiver_key: &str,
+    line_rows: &[Value],
+    event: &Value,
+    answer: &Value,
+) -> Result<sea_orm::QueryResult, sea_orm::DbErr> {
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let row = tx
+        .query_one_raw(stmt(
+            &format!(
+                "WITH o AS (
+                   INSERT INTO orders (tenant_id, id, channel_id, channel_type, platform_order_id, status,
+                      platform_status, platform_modified_at, receiver_masked, receiver_ct, receiver_key,
+                      total_fen, campaign, placed_at, stock_state, reservation_id, buyer_id, payment_due_at)
+                   VALUES ($1, $2, $3, $4, $5, 'PENDING_PAYMENT', 'PENDING_PAYMENT', $6, $7,
+                      decode($8, 'base64'), decode($9, 'hex'), $10, $11, $6,
+                      CASE WHEN $12::uuid IS NULL THEN 'CONFIRMED' ELSE 'RESERVED' END, $12, $13, $14)
+                   RETURNING {BUYER_ORDER_COLS}),
+                 l AS (
+                   INSERT INTO order_lines (tenant_id, order_id, id, line_no, platform_line_id, platform_sku_id,
+                      outer_sku_code, sku_id, warehouse_id, title, quantity, unit_price_fen, paid_fen)
+                   SELECT $1, $2, x.id, x.line_no, x.platform_line_id, x.platform_sku_id, x.outer_sku_code,
+                      x.sku_id, x.warehouse_id, x.title, x.quantity, x.unit_price_fen, x.paid_fen
+                   FROM jsonb_to_recordset($15::jsonb) AS x(id uuid, line_no int, platform_line_id text,
+                      platform_sku_id text, outer_sku_code text, sku_id uuid, warehouse_id uuid, title text,
+                      quantity int, unit_price_fen bigint, paid_fen bigint)),
+                 e AS (
+                   INSERT INTO order_events (tenant_id, id, order_id, kind, from_status, to_status, detail, actor)
+                   VALUES ($1, $16, $2, 'CREATED', NULL, 'PENDING_PAYMENT', $17, $18)),
+                 k AS (
+                   UPDATE idempotency_keys SET response = $19
+                   WHERE tenant_id = $1 AND actor_id = $13 AND scope = 'orderPlace' AND key = $20)
+                 SELECT * FROM o"
+            ),
+            vec![
+                tenant.0.into(),
+                o.order_id.into(),
+                o.channel_id.into(),
+                o.channel.as_str().into(),
+                number.into(),
+                o.now.into(),
+                masked.clone().into(),
+                receiver_ct.into(),
+                receiver_key.into(),
+                o.total_fen.into(),
+                o.campaign.map(str::to_string).into(),
+                o.reservation_id.into(),
+                o.buyer.into(),
+                o.due.into(),
+                Value::Array(line_rows.to_vec()).into(),
+                Uuid::now_v7().into(),
+                event.clone().into(),
+                format!("buyer:{}", o.buyer).into(),
+                answer.clone().into(),
+                o.key.into(),
+            ],
+        ))
+        .await?
+        .ok_or_else(|| sea_orm::DbErr::Custom("order insert returned no row".into()))?;
     tx.commit().await?;
-    Ok(())
+    Ok(row)
 }
 
 pub(crate) async fn insert_event(

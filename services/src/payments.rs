@@ -10,6 +10,9 @@
 //! answer, so the provider retries it; our refund rows only exist once the payment notice was
 //! applied, so a refund notice that overtakes its payment notice is applied on a later retry.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use sea_orm::ConnectionTrait;
 use serde::{Deserialize, Serialize};
@@ -28,8 +31,8 @@ use uuid::Uuid;
 
 use crate::audit::{self, require};
 use crate::checkout::{
-    Claim, idem_abandon, idem_claim, idem_finish, insert_event, invalid, parse_key, request_hash,
-    require_buyer, stmt,
+    Claim, idem_abandon, idem_claim, idem_claim_in, idem_finish, insert_event, invalid, parse_key,
+    request_hash, require_buyer, stmt,
 };
 use crate::config::Env;
 use crate::orders::{LiveOrderEvent, publish_live};
@@ -294,11 +297,72 @@ impl Merchant {
     }
 }
 
-async fn merchant(core: &Core, tenant: TenantId) -> ServiceResult<Option<Merchant>> {
+/// Built merchants by tenant, with the `payment_settings.updated_at` they were built from. Every
+/// use first reads that version (in a statement the caller makes anyway, or in one round trip),
+/// so a change made through any process is picked up by the next request; a hit saves reading
+/// and decrypting the settings, parsing two RSA keys and building an HTTP client — and keeps
+/// that client's connections to the provider alive across payments.
+type MerchantCache = Mutex<HashMap<TenantId, (String, Arc<Merchant>)>>;
+static MERCHANTS: LazyLock<MerchantCache> = LazyLock::new(|| Mutex::new(HashMap::new()));
+/// More tenants than this paying at once: start over rather than track recency.
+const MERCHANT_CACHE_MAX: usize = 10_000;
+
+/// The tenant's merchant as of settings `version` (`updated_at::text`; None: no settings).
+async fn merchant_at(
+    core: &Core,
+    tenant: TenantId,
+    version: Option<String>,
+) -> ServiceResult<Option<Arc<Merchant>>> {
+    let Some(version) = version else {
+        return Ok(None);
+    };
+    let hit = MERCHANTS.lock().ok().and_then(|c| {
+        c.get(&tenant)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, m)| m.clone())
+    });
+    if let Some(m) = hit {
+        return Ok(Some(m));
+    }
+    let Some((loaded, m)) = merchant_load(core, tenant).await? else {
+        return Ok(None);
+    };
+    let m = Arc::new(m);
+    if let Ok(mut c) = MERCHANTS.lock() {
+        if c.len() >= MERCHANT_CACHE_MAX {
+            c.clear();
+        }
+        c.insert(tenant, (loaded, m.clone()));
+    }
+    Ok(Some(m))
+}
+
+/// The tenant's merchant: the settings version in one round trip, then the cache.
+async fn merchant(core: &Core, tenant: TenantId) -> ServiceResult<Option<Arc<Merchant>>> {
+    use sea_orm::sqlx::Row;
+    let rows = uphub_tenants::tenant_read(
+        &core.db,
+        tenant,
+        &format!(
+            "SELECT updated_at::text AS v FROM payment_settings WHERE tenant_id = '{}'::uuid",
+            tenant.0
+        ),
+    )
+    .await?;
+    let version = rows
+        .first()
+        .map(|r| r.try_get::<String, _>("v"))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("payment settings version: {e}"))?;
+    merchant_at(core, tenant, version).await
+}
+
+/// Reads, decrypts and parses the settings; with the version they were read at.
+async fn merchant_load(core: &Core, tenant: TenantId) -> ServiceResult<Option<(String, Merchant)>> {
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let Some(r) = tx
         .query_one_raw(stmt(
-            "SELECT * FROM payment_settings WHERE tenant_id = $1",
+            "SELECT *, updated_at::text AS uphub_version FROM payment_settings WHERE tenant_id = $1",
             vec![tenant.0.into()],
         ))
         .await?
@@ -372,13 +436,17 @@ async fn merchant(core: &Core, tenant: TenantId) -> ServiceResult<Option<Merchan
         }
         _ => None,
     };
-    Ok(Some(Merchant {
-        notify_base: r
-            .try_get::<Option<String>>("", "notify_base_url")?
-            .unwrap_or_else(|| core.cfg.public_url.trim_end_matches('/').to_string()),
-        wechat,
-        alipay,
-    }))
+    let version: String = r.try_get("", "uphub_version")?;
+    Ok(Some((
+        version,
+        Merchant {
+            notify_base: r
+                .try_get::<Option<String>>("", "notify_base_url")?
+                .unwrap_or_else(|| core.cfg.public_url.trim_end_matches('/').to_string()),
+            wechat,
+            alipay,
+        },
+    )))
 }
 
 fn provider_error(e: PayError) -> ServiceError {
@@ -418,6 +486,10 @@ pub struct PaymentStart {
 
 /// `paymentCreate`: the caller's own order awaiting payment → a payment row → the provider's
 /// prepay / trade. Idempotent by key (the same key replays the same pay parameters).
+///
+/// One transaction claims the key, reads the order (with the settings version of the cached
+/// merchant) and records the payment, so a refusal rolls the claim back with it; then the
+/// provider is called outside any transaction, and the answer is stored under the key.
 pub async fn payment_create(
     core: &Core,
     ctx: &RequestCtx,
@@ -426,11 +498,15 @@ pub async fn payment_create(
     let buyer = require_buyer(ctx)?;
     let key = parse_key(&input.idempotency_key)?;
     let hash = request_hash(&format!("{}|{}", input.order_id, input.provider.as_str()));
-    if let Claim::Replay(v) = idem_claim(core, ctx, buyer, "paymentCreate", &key, &hash).await? {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    if let Claim::Replay(v) = idem_claim_in(&tx, buyer, "paymentCreate", &key, &hash).await? {
+        tx.commit().await?;
         return serde_json::from_value(v)
             .map_err(|e| anyhow::anyhow!("stored paymentCreate answer: {e}").into());
     }
-    match start(core, ctx, buyer, &input, &key).await {
+    let prepared = prepare(core, &tx, buyer, &input).await?;
+    tx.commit().await?;
+    match start(core, ctx, buyer, &input, &key, prepared).await {
         Ok(s) => Ok(s),
         Err(e) => {
             idem_abandon(core, ctx, buyer, "paymentCreate", &key).await;
@@ -439,26 +515,35 @@ pub async fn payment_create(
     }
 }
 
-async fn start(
+/// A payment row written, ready for the provider.
+struct Prepared {
+    merchant: Arc<Merchant>,
+    order: sea_orm::QueryResult,
+    payment_id: Uuid,
+    out_trade_no: String,
+    amount: i64,
+    number: String,
+    due: DateTime<Utc>,
+}
+
+async fn prepare(
     core: &Core,
-    ctx: &RequestCtx,
+    tx: &TenantTx,
     buyer: Uuid,
     input: &PaymentCreateInput,
-    key: &str,
-) -> ServiceResult<PaymentStart> {
-    let tenant = ctx.tenant;
-    let tx = TenantTx::begin(&core.db, tenant).await?;
+) -> ServiceResult<Prepared> {
+    let tenant = tx.tenant();
     let order = tx
         .query_one_raw(stmt(
             "SELECT o.status, o.total_fen, o.payment_due_at, o.platform_order_id,
-                    b.wechat_openid, b.alipay_user_id
+                    b.wechat_openid, b.alipay_user_id,
+                    (SELECT updated_at::text FROM payment_settings s WHERE s.tenant_id = o.tenant_id) AS settings_version
              FROM orders o JOIN buyers b ON b.tenant_id = o.tenant_id AND b.id = o.buyer_id
              WHERE o.tenant_id = $1 AND o.id = $2 AND o.buyer_id = $3",
             vec![tenant.0.into(), input.order_id.into(), buyer.into()],
         ))
         .await?
         .ok_or(ServiceError::NotFound)?;
-    tx.commit().await?;
     let status: String = order.try_get("", "status")?;
     let due: Option<DateTime<Utc>> = order.try_get("", "payment_due_at")?;
     if status != OrderStatus::PendingPayment.as_str() || due.is_none_or(|d| d <= core.now()) {
@@ -470,12 +555,16 @@ async fn start(
     let due = due.unwrap_or_else(|| core.now());
     let amount: i64 = order.try_get("", "total_fen")?;
     let number: String = order.try_get("", "platform_order_id")?;
-    let m = merchant(core, tenant)
+    let merchant = merchant_at(core, tenant, order.try_get("", "settings_version")?)
         .await?
         .ok_or_else(|| ServiceError::conflict("provider", "the store has not set up payments"))?;
+    // Refused before a payment row exists.
+    match input.provider {
+        Provider::WechatPay => merchant.wechat().map(|_| ())?,
+        Provider::Alipay => merchant.alipay().map(|_| ())?,
+    }
     let payment_id = Uuid::now_v7();
     let out_trade_no = payment_id.simple().to_string();
-    let tx = TenantTx::begin(&core.db, tenant).await?;
     tx.execute_raw(stmt(
         "INSERT INTO payments (tenant_id, id, order_id, buyer_id, provider, out_trade_no, amount_fen)
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -490,7 +579,35 @@ async fn start(
         ],
     ))
     .await?;
-    tx.commit().await?;
+    Ok(Prepared {
+        merchant,
+        order,
+        payment_id,
+        out_trade_no,
+        amount,
+        number,
+        due,
+    })
+}
+
+async fn start(
+    core: &Core,
+    ctx: &RequestCtx,
+    buyer: Uuid,
+    input: &PaymentCreateInput,
+    key: &str,
+    prepared: Prepared,
+) -> ServiceResult<PaymentStart> {
+    let tenant = ctx.tenant;
+    let Prepared {
+        merchant: m,
+        order,
+        payment_id,
+        out_trade_no,
+        amount,
+        number,
+        due,
+    } = prepared;
     let subject = format!("Order {number}");
     let mut out = PaymentStart {
         payment_id,
@@ -792,10 +909,16 @@ async fn apply_paid(
         tx.commit().await?;
         return Ok(());
     }
+    // The payment and its order, both locked, with what the order holds (all virtual goods?).
     let Some(p) = tx
         .query_one_raw(stmt(
-            "SELECT id, order_id, buyer_id, amount_fen, status FROM payments
-             WHERE tenant_id = $1 AND out_trade_no = $2 AND provider = $3 FOR UPDATE",
+            "SELECT p.id, p.order_id, p.buyer_id, p.amount_fen, p.status, o.status AS order_status,
+                    (SELECT count(*) > 0 AND count(*) = count(*) FILTER (WHERE pr.kind IN ('COURSE', 'ACTIVATION_CODE', 'MEMBERSHIP'))
+                     FROM order_lines l JOIN skus s ON s.tenant_id = l.tenant_id AND s.id = l.sku_id
+                     JOIN products pr ON pr.tenant_id = s.tenant_id AND pr.id = s.product_id
+                     WHERE l.tenant_id = o.tenant_id AND l.order_id = o.id) AS virtual_only
+             FROM payments p JOIN orders o ON o.tenant_id = p.tenant_id AND o.id = p.order_id
+             WHERE p.tenant_id = $1 AND p.out_trade_no = $2 AND p.provider = $3 FOR UPDATE OF p, o",
             vec![
                 tenant.0.into(),
                 out_trade_no.into(),
@@ -824,53 +947,55 @@ async fn apply_paid(
         tx.commit().await?;
         return Ok(());
     }
-    tx.execute_raw(stmt(
-        "UPDATE payments SET status = 'PAID', provider_trade_no = $3, paid_at = now(), updated_at = now()
-         WHERE tenant_id = $1 AND id = $2",
-        vec![
-            tenant.0.into(),
-            payment_id.into(),
-            provider_trade_no.map(str::to_string).into(),
-        ],
-    ))
-    .await
-    ?;
-    let status: String = tx
-        .query_one_raw(stmt(
-            "SELECT status FROM orders WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-            vec![tenant.0.into(), order_id.into()],
-        ))
-        .await?
-        .ok_or_else(|| reject(404, "unknown order"))?
-        .try_get("", "status")?;
+    let status: String = p.try_get("", "order_status")?;
     let status = OrderStatus::parse(&status).unwrap_or(OrderStatus::Cancelled);
     let actor = format!("provider:{}", provider.as_str());
     let mut live = Vec::new();
     let mut refund = None;
     if check_transition(status, OrderStatus::Paid).is_ok() {
         let mut to = OrderStatus::Paid;
-        let virtual_only = all_virtual(&tx, order_id).await?;
+        let virtual_only: bool = p.try_get("", "virtual_only")?;
         if virtual_only && check_transition(OrderStatus::Paid, OrderStatus::Completed).is_ok() {
             to = OrderStatus::Completed;
         }
-        tx.execute_raw(stmt(
-            "UPDATE orders SET status = $3, platform_status = $3, paid_at = now(), stock_dirty = true,
-                version = version + 1, platform_modified_at = now(), updated_at = now()
-             WHERE tenant_id = $1 AND id = $2",
-            vec![tenant.0.into(), order_id.into(), to.as_str().into()],
-        ))
-        .await
-        ?;
-        insert_event(
-            &tx,
-            order_id,
-            "STATUS_CHANGED",
-            Some(status),
-            Some(OrderStatus::Paid),
-            json!({"payment": payment_id, "provider": provider.as_str(), "amountFen": amount_fen}),
-            &actor,
-        )
-        .await?;
+        // The payment and the order move, the event is written and the stock now waits for
+        // shipping, not for the payment deadline: one statement.
+        let kept: i64 = tx
+            .query_one_raw(stmt(
+                "WITH pay AS (
+                   UPDATE payments SET status = 'PAID', provider_trade_no = $3, paid_at = now(), updated_at = now()
+                   WHERE tenant_id = $1 AND id = $2),
+                 ord AS (
+                   UPDATE orders SET status = $5, platform_status = $5, paid_at = now(), stock_dirty = true,
+                      version = version + 1, platform_modified_at = now(), updated_at = now()
+                   WHERE tenant_id = $1 AND id = $4),
+                 ev AS (
+                   INSERT INTO order_events (tenant_id, id, order_id, kind, from_status, to_status, detail, actor)
+                   VALUES ($1, $6, $4, 'STATUS_CHANGED', $7, 'PAID', $8, $9)),
+                 res AS (
+                   UPDATE reservations SET expires_at = now() + make_interval(days => $10), updated_at = now()
+                   WHERE tenant_id = $1 AND owner_kind = 'ORDER' AND owner_id = $11 AND status = 'ACTIVE'
+                   RETURNING 1)
+                 SELECT count(*) AS kept FROM res",
+                vec![
+                    tenant.0.into(),
+                    payment_id.into(),
+                    provider_trade_no.map(str::to_string).into(),
+                    order_id.into(),
+                    to.as_str().into(),
+                    Uuid::now_v7().into(),
+                    status.as_str().into(),
+                    json!({"payment": payment_id, "provider": provider.as_str(), "amountFen": amount_fen})
+                        .into(),
+                    actor.clone().into(),
+                    (PAID_HOLD_DAYS as i32).into(),
+                    order_id.to_string().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("paid update returned no row"))
+            .map_err(ServiceError::from)?
+            .try_get("", "kept")?;
         if to == OrderStatus::Completed {
             insert_event(
                 &tx,
@@ -884,21 +1009,8 @@ async fn apply_paid(
             .await?;
             grant_entitlements(&tx, order_id, buyer).await?;
         }
-        // The stock now waits for shipping, not for the payment deadline. If the reservation
-        // is gone already, the settle loop reserves again (or marks the order short).
-        let kept = tx
-            .execute_raw(stmt(
-                "UPDATE reservations SET expires_at = now() + make_interval(days => $3), updated_at = now()
-                 WHERE tenant_id = $1 AND owner_kind = 'ORDER' AND owner_id = $2 AND status = 'ACTIVE'",
-                vec![
-                    tenant.0.into(),
-                    order_id.to_string().into(),
-                    (PAID_HOLD_DAYS as i32).into(),
-                ],
-            ))
-            .await
-            ?
-            .rows_affected();
+        // If the reservation is gone already, the settle loop reserves again (or marks the
+        // order short).
         if kept == 0 {
             tx.execute_raw(stmt(
                 "UPDATE orders SET stock_state = 'NONE' WHERE tenant_id = $1 AND id = $2 AND stock_state = 'RESERVED'",
@@ -943,22 +1055,6 @@ async fn apply_paid(
         }
     }
     Ok(())
-}
-
-async fn all_virtual(tx: &TenantTx, order: Uuid) -> ServiceResult<bool> {
-    let r = tx
-        .query_one_raw(stmt(
-            "SELECT count(*) AS lines, count(*) FILTER (WHERE p.kind IN ('COURSE', 'ACTIVATION_CODE', 'MEMBERSHIP')) AS virt
-             FROM order_lines l JOIN skus s ON s.tenant_id = l.tenant_id AND s.id = l.sku_id
-             JOIN products p ON p.tenant_id = s.tenant_id AND p.id = s.product_id
-             WHERE l.tenant_id = $1 AND l.order_id = $2",
-            vec![tx.tenant().0.into(), order.into()],
-        ))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("count row"))?;
-    let lines: i64 = r.try_get("", "lines")?;
-    let virt: i64 = r.try_get("", "virt")?;
-    Ok(lines > 0 && lines == virt)
 }
 
 /// One entitlement per COURSE / MEMBERSHIP line (unique per line, so a replay adds nothing).

@@ -20,6 +20,7 @@ const ALI_APP: &str = "2021000000000001";
 struct Env {
     app: TestApp,
     mock: PayMock,
+    mock_url: String,
     tenant_a: Uuid,
     tenant_b: Uuid,
     /// Buyer token, address id and buyer id of tenant A.
@@ -154,6 +155,7 @@ async fn setup() -> Env {
     Env {
         app,
         mock,
+        mock_url,
         tenant_a,
         tenant_b,
         buyer,
@@ -994,4 +996,52 @@ async fn payment_settings_need_channel_manage_never_return_secrets_and_stay_per_
     );
     let a = env.app.gql(Some(&env.app.a.token), Q, json!({})).await;
     assert_eq!(a["data"]["paymentSettings"]["wechatMchid"], MCH_A, "{a}");
+}
+
+#[tokio::test]
+async fn a_settings_change_reaches_the_next_payment_and_a_refused_placement_frees_its_key() {
+    let env = setup().await;
+    // The first payment builds tenant A's merchant, which the server keeps.
+    let first = env.place_ok(&env.sku, 1).await;
+    let first_no = env.wechat_start(&first).await;
+    // Staff switch to another merchant account: the next payment goes out under it at once.
+    pay_settings(&env.app, &env.app.a.token, &env.mock_url, MCH_B).await;
+    let second = env.place_ok(&env.sku, 1).await;
+    let second_no = env.wechat_start(&second).await;
+    let merchant_of = |no: &str| {
+        env.mock
+            .transactions()
+            .into_iter()
+            .find(|t| t.out_trade_no == no)
+            .map(|t| t.merchant)
+            .unwrap()
+    };
+    assert_eq!(merchant_of(&first_no), MCH_A);
+    assert_eq!(merchant_of(&second_no), MCH_B);
+    // Its notification is verified and applied with the new settings.
+    assert!(env.mock.pay(&second_no).await.unwrap().delivered);
+    assert_eq!(env.status(&second).await, "PAID");
+
+    // A placement refused before any stock moved (an unknown address) leaves its key unused:
+    // the same key with the buyer's address places the order.
+    let (token, address, _) = &env.buyer;
+    let place = |address: String| {
+        env.app.gql(
+            Some(token),
+            PLACE,
+            json!({"i": {"channel": "WECHAT_MINI", "lines": [{"skuId": env.sku, "quantity": 1}],
+                         "addressId": address, "idempotencyKey": "refused-first"}}),
+        )
+    };
+    let r = place(uphub_domain::gid::encode("BuyerAddress", Uuid::now_v7())).await;
+    assert_eq!(
+        r["data"]["orderPlace"]["userErrors"][0]["field"], "addressId",
+        "{r}"
+    );
+    let r = place(address.clone()).await;
+    assert_eq!(
+        r["data"]["orderPlace"]["order"]["status"], "PENDING_PAYMENT",
+        "{r}"
+    );
+    assert_eq!(env.reserved().await, 3);
 }

@@ -11,6 +11,8 @@ mod identity;
 mod isolation;
 mod media;
 mod orders;
+mod orders_tenancy;
 mod protection;
+mod push;
 mod seckill;
 mod stock;

@@ -288,6 +288,10 @@ fn trade_create(mock: &PayMock, app_id: &str, biz: &Value, notify_url: Option<St
             .unwrap_or_default()
             .replace('-', "");
         let trade_no = format!("{date}2200{seq:06}{}", digits(10));
+        s.ali_by_no
+            .entry(out_trade_no.to_owned())
+            .or_default()
+            .push(app_id.to_owned());
         s.ali.insert(
             key.clone(),
             AliTrade {
@@ -517,9 +521,8 @@ pub(super) async fn pay(mock: &PayMock, out_trade_no: &str) -> Result<DeliveryRe
     let now = format_time(mock.now());
     let t = mock.with_store(|s| {
         let t = s
-            .ali
-            .values_mut()
-            .find(|t| t.out_trade_no == out_trade_no)
+            .ali_key(out_trade_no)
+            .and_then(|k| s.ali.get_mut(&k))
             .ok_or_else(|| MockError::NotFound(format!("out_trade_no {out_trade_no}")))?;
         if t.trade_status != "WAIT_BUYER_PAY" {
             return Err(MockError::InvalidState {

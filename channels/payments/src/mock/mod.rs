@@ -279,12 +279,32 @@ pub(crate) struct Store {
     pub ali_refunds: HashMap<(String, String, String), AliRefund>,
     pub deliveries: Vec<DeliveryReport>,
     pub seq: u64,
+    /// out_trade_no → the merchants (WeChat mchid / Alipay app_id) holding a trade under it, so
+    /// `pay` finds a trade without scanning every trade (a benchmark creates thousands).
+    pub wx_by_no: HashMap<String, Vec<String>>,
+    pub ali_by_no: HashMap<String, Vec<String>>,
 }
 
 impl Store {
     pub fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// The one key of a WeChat Pay trade numbered `out_trade_no`, if exactly one merchant has it.
+    pub fn wx_key(&self, out_trade_no: &str) -> Option<(String, String)> {
+        match self.wx_by_no.get(out_trade_no).map(Vec::as_slice) {
+            Some([mchid]) => Some((mchid.clone(), out_trade_no.to_owned())),
+            _ => None,
+        }
+    }
+
+    /// The one key of an Alipay trade numbered `out_trade_no`, if exactly one app has it.
+    pub fn ali_key(&self, out_trade_no: &str) -> Option<(String, String)> {
+        match self.ali_by_no.get(out_trade_no).map(Vec::as_slice) {
+            Some([app_id]) => Some((app_id.clone(), out_trade_no.to_owned())),
+            _ => None,
+        }
     }
 }
 
@@ -388,16 +408,11 @@ impl PayMock {
     /// The buyer pays `out_trade_no` (WeChat Pay or Alipay, whichever holds it); the payment
     /// callback is sent and retried until acknowledged or attempts run out.
     pub async fn pay(&self, out_trade_no: &str) -> Result<DeliveryReport, MockError> {
-        let wx_hits = self.with_store(|s| {
-            s.wx.values()
-                .filter(|t| t.out_trade_no == out_trade_no)
-                .count()
-        });
-        let ali_hits = self.with_store(|s| {
-            s.ali
-                .values()
-                .filter(|t| t.out_trade_no == out_trade_no)
-                .count()
+        let (wx_hits, ali_hits) = self.with_store(|s| {
+            (
+                s.wx_by_no.get(out_trade_no).map_or(0, Vec::len),
+                s.ali_by_no.get(out_trade_no).map_or(0, Vec::len),
+            )
         });
         match (wx_hits, ali_hits) {
             (1, 0) => wechat::pay(self, out_trade_no).await,

@@ -309,6 +309,10 @@ fn jsapi_prepay_do(mock: &PayMock, http: &Req) -> Outcome {
             .map(|t| t.format("%Y%m%d%H%M%S").to_string())
             .unwrap_or_default();
         let prepay_id = format!("wx{stamp}{}", digits(20));
+        s.wx_by_no
+            .entry(req.out_trade_no.clone())
+            .or_default()
+            .push(merchant.mchid.clone());
         s.wx.insert(
             key.clone(),
             WxTxn {
@@ -678,10 +682,10 @@ pub(super) async fn pay(mock: &PayMock, out_trade_no: &str) -> Result<DeliveryRe
     let now = mock.now();
     let txn = mock.with_store(|s| {
         let seq = s.next_seq();
-        let t =
-            s.wx.values_mut()
-                .find(|t| t.out_trade_no == out_trade_no)
-                .ok_or_else(|| MockError::NotFound(format!("out_trade_no {out_trade_no}")))?;
+        let t = s
+            .wx_key(out_trade_no)
+            .and_then(|k| s.wx.get_mut(&k))
+            .ok_or_else(|| MockError::NotFound(format!("out_trade_no {out_trade_no}")))?;
         if t.trade_state != "NOTPAY" {
             return Err(MockError::InvalidState {
                 what: format!("WeChat Pay order {out_trade_no}"),
