@@ -23,12 +23,14 @@ pub enum ErrorCode {
     SoldOut,
     CampaignNotStarted,
     CampaignEnded,
+    /// A provider we depend on (payment platform) timed out or failed; retry with the same key.
+    UpstreamUnavailable,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in table order; a test pins the strings.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthenticated,
         ErrorCode::Forbidden,
@@ -49,6 +51,7 @@ impl ErrorCode {
         ErrorCode::SoldOut,
         ErrorCode::CampaignNotStarted,
         ErrorCode::CampaignEnded,
+        ErrorCode::UpstreamUnavailable,
         ErrorCode::Internal,
     ];
 
@@ -74,6 +77,7 @@ impl ErrorCode {
             ErrorCode::SoldOut => "SOLD_OUT",
             ErrorCode::CampaignNotStarted => "CAMPAIGN_NOT_STARTED",
             ErrorCode::CampaignEnded => "CAMPAIGN_ENDED",
+            ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
         }
     }
@@ -98,6 +102,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::QueryTooComplex | ErrorCode::QueryTooDeep | ErrorCode::TooManyAliases => 400,
             ErrorCode::Timeout => 504,
+            ErrorCode::UpstreamUnavailable => 503,
             ErrorCode::Internal => 500,
         }
     }
@@ -139,6 +144,7 @@ mod tests {
                 "SOLD_OUT",
                 "CAMPAIGN_NOT_STARTED",
                 "CAMPAIGN_ENDED",
+                "UPSTREAM_UNAVAILABLE",
                 "INTERNAL",
             ]
         );

@@ -11,6 +11,7 @@ mod m0006_buyers;
 mod m0007_buyer_identity;
 mod m0008_checkout;
 mod m0009_seckill;
+mod m0010_payment_close_buyer_refresh;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_buyer_identity::Migration),
             Box::new(m0008_checkout::Migration),
             Box::new(m0009_seckill::Migration),
+            Box::new(m0010_payment_close_buyer_refresh::Migration),
         ]
     }
 }

@@ -159,12 +159,16 @@ impl BuyersQuery {
     }
 }
 
-/// A buyer's access token (no refresh token: the mini-program signs in again silently).
+/// A buyer's tokens: a short-lived access token and a single-use refresh token for
+/// `buyerTokenRefresh` (a mini-program may also just sign in again silently).
 #[derive(SimpleObject, Default)]
 pub struct BuyerSessionPayload {
     pub access_token: Option<String>,
     /// Unix seconds when the access token expires.
     pub access_token_expires_at: Option<i64>,
+    /// Single use: `buyerTokenRefresh` swaps it for a new pair; presenting a used one again
+    /// ends every session since that login.
+    pub refresh_token: Option<String>,
     pub buyer_id: Option<ID>,
     /// This login created the buyer.
     pub new_buyer: Option<bool>,
@@ -176,6 +180,7 @@ fn session_payload(r: (Option<BuyerSession>, Vec<UserError>)) -> BuyerSessionPay
         (Some(s), errs) => BuyerSessionPayload {
             access_token: Some(s.access_token),
             access_token_expires_at: Some(s.access_expires_at),
+            refresh_token: Some(s.refresh_token),
             buyer_id: Some(encode_id("Buyer", s.buyer_id)),
             new_buyer: Some(s.new_buyer),
             user_errors: errs,
@@ -332,6 +337,20 @@ pub struct StorefrontLoginSettingsSetPayload {
     pub user_errors: Vec<UserError>,
 }
 
+#[derive(InputObject)]
+pub struct BuyerTokenRefreshInput {
+    /// A buyer refresh token from a buyer login or an earlier refresh (staff ones are refused).
+    pub refresh_token: String,
+    /// The store the client believes it is signed in to; when given it must be the token's.
+    pub tenant_slug: Option<String>,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct BuyerTokenRefreshPayload {
+    #[graphql(flatten)]
+    pub session: BuyerSessionPayload,
+}
+
 #[derive(Default)]
 pub struct BuyersMutation;
 
@@ -357,6 +376,27 @@ impl BuyersMutation {
     ) -> async_graphql::Result<BuyerLoginAlipayPayload> {
         let r = svc::buyer_login_alipay(core(ctx)?, &input.tenant_slug, &input.code).await;
         Ok(BuyerLoginAlipayPayload {
+            session: session_payload(user_errors(ctx, r)?),
+        })
+    }
+
+    /// Exchanges a buyer refresh token for a new pair. Reusing a refresh token revokes every
+    /// token since its login; a bad, expired, reused or staff token is UNAUTHENTICATED.
+    async fn buyer_token_refresh(
+        &self,
+        ctx: &Context<'_>,
+        input: BuyerTokenRefreshInput,
+    ) -> async_graphql::Result<BuyerTokenRefreshPayload> {
+        let c = caller(ctx)?;
+        let r = svc::buyer_token_refresh(
+            core(ctx)?,
+            &c.request_id,
+            Some(c.ip.clone()),
+            &input.refresh_token,
+            input.tenant_slug.as_deref(),
+        )
+        .await;
+        Ok(BuyerTokenRefreshPayload {
             session: session_payload(user_errors(ctx, r)?),
         })
     }

@@ -67,6 +67,14 @@ pub fn gql_error(e: ServiceError, request_id: &str) -> async_graphql::Error {
                 ext.set("retryAfterMs", ms);
             })
         }
+        ServiceError::UpstreamUnavailable { provider } => {
+            let provider = *provider;
+            async_graphql::Error::new(e.to_string()).extend_with(move |_, ext| {
+                ext.set("code", code.as_str());
+                ext.set("retryable", true);
+                ext.set("provider", provider);
+            })
+        }
         _ => async_graphql::Error::new(e.to_string()).extend_with(|_, ext| {
             ext.set("code", code.as_str());
         }),

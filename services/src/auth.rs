@@ -168,6 +168,9 @@ pub fn split_token<'a>(prefix: &str, token: &'a str) -> Option<(TenantId, &'a st
 
 pub const API_KEY_PREFIX: &str = "uhk";
 pub const REFRESH_PREFIX: &str = "uhr";
+/// Buyer refresh tokens: their own prefix and table, so a staff token never refreshes a buyer
+/// session and a buyer token never refreshes a staff one.
+pub const BUYER_REFRESH_PREFIX: &str = "ubr";
 
 /// Turns an `Authorization` header value into a RequestCtx. Staff tokens are verified
 /// statelessly (revocation is checked with the rate limit in one Redis call); API keys are
@@ -211,6 +214,12 @@ mod tests {
         assert_eq!(split_token(REFRESH_PREFIX, &token), None);
         assert_eq!(split_token(API_KEY_PREFIX, "uhk_nope_x"), None);
         assert_eq!(split_token(API_KEY_PREFIX, "uhk_"), None);
+        let buyer = compose_token(BUYER_REFRESH_PREFIX, t, "s3cret");
+        assert_eq!(split_token(REFRESH_PREFIX, &buyer), None);
+        assert_eq!(
+            split_token(BUYER_REFRESH_PREFIX, &buyer),
+            Some((t, "s3cret"))
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::{self, require};
-use crate::auth::issue_buyer_token;
+use crate::auth::{BUYER_REFRESH_PREFIX, compose_token, issue_buyer_token, sha256, split_token};
 use crate::config::Env;
 use crate::{Core, ServiceError, ServiceResult, pii};
 
@@ -617,30 +617,140 @@ async fn credentials(core: &Core, tenant: TenantId) -> ServiceResult<Credentials
 
 // ------------------------------------------------------------------------------------ logins
 
-/// A buyer's access token after a login.
+/// A buyer's tokens after a login or a refresh.
 #[derive(Debug, Clone)]
 pub struct BuyerSession {
     pub tenant: TenantId,
     pub buyer_id: Uuid,
     pub access_token: String,
     pub access_expires_at: i64,
+    /// Opaque, single use: `buyerTokenRefresh` swaps it for a new pair.
+    pub refresh_token: String,
     /// The login created the buyer.
     pub new_buyer: bool,
 }
 
-fn session(
+/// A login's session: a new refresh-token family, then the access token.
+async fn session(
     core: &Core,
     tenant: TenantId,
     buyer_id: Uuid,
     new_buyer: bool,
 ) -> ServiceResult<BuyerSession> {
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let refresh_token = insert_refresh_token(core, &tx, buyer_id, Uuid::now_v7()).await?;
+    tx.commit().await?;
     let (access_token, access_expires_at) = issue_buyer_token(core, tenant, buyer_id)?;
     Ok(BuyerSession {
         tenant,
         buyer_id,
         access_token,
         access_expires_at,
+        refresh_token,
         new_buyer,
+    })
+}
+
+/// Stores a new refresh token of `family` (its SHA-256 only) and returns the token.
+async fn insert_refresh_token(
+    core: &Core,
+    tx: &TenantTx,
+    buyer: Uuid,
+    family: Uuid,
+) -> ServiceResult<String> {
+    let secret = crate::auth::random_token(32);
+    let ttl = chrono::Duration::from_std(core.cfg.refresh_token_ttl)
+        .map_err(|e| anyhow::anyhow!("refresh token ttl: {e}"))?;
+    tx.execute_raw(stmt(
+        "INSERT INTO buyer_refresh_tokens (tenant_id, id, buyer_id, family_id, token_hash, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            tx.tenant().0.into(),
+            Uuid::now_v7().into(),
+            buyer.into(),
+            family.into(),
+            sha256(secret.as_bytes()).into(),
+            (core.now() + ttl).into(),
+        ],
+    ))
+    .await?;
+    Ok(compose_token(BUYER_REFRESH_PREFIX, tx.tenant(), &secret))
+}
+
+/// `buyerTokenRefresh`: rotates a buyer refresh token. A token used before means it leaked: its
+/// whole family (every token since that login) is revoked. The tenant comes from the token; a
+/// `tenant_slug`, when given, must name the same store. Staff refresh tokens are not accepted.
+pub async fn buyer_token_refresh(
+    core: &Core,
+    request_id: &str,
+    ip: Option<String>,
+    token: &str,
+    tenant_slug: Option<&str>,
+) -> ServiceResult<BuyerSession> {
+    let invalid = || ServiceError::Unauthenticated("invalid refresh token".into());
+    let (tenant, secret) = split_token(BUYER_REFRESH_PREFIX, token.trim()).ok_or_else(invalid)?;
+    if let Some(slug) = tenant_slug.map(str::trim).filter(|s| !s.is_empty()) {
+        let named = crate::identity::tenant_by_slug(core, slug).await?;
+        if named.is_none_or(|t| t.id != tenant.0 || t.status != "ACTIVE") {
+            return Err(invalid());
+        }
+    }
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let row = tx
+        .query_one_raw(stmt(
+            "SELECT id, buyer_id, family_id, expires_at, used_at IS NOT NULL OR revoked_at IS NOT NULL AS spent
+             FROM buyer_refresh_tokens WHERE tenant_id = $1 AND token_hash = $2 FOR UPDATE",
+            vec![tenant.0.into(), sha256(secret.as_bytes()).into()],
+        ))
+        .await?
+        .ok_or_else(invalid)?;
+    let id: Uuid = row.try_get("", "id")?;
+    let buyer: Uuid = row.try_get("", "buyer_id")?;
+    let family: Uuid = row.try_get("", "family_id")?;
+    let expires_at: DateTime<Utc> = row.try_get("", "expires_at")?;
+    if row.try_get::<bool>("", "spent")? {
+        tx.execute_raw(stmt(
+            "UPDATE buyer_refresh_tokens SET revoked_at = now()
+             WHERE tenant_id = $1 AND family_id = $2 AND revoked_at IS NULL",
+            vec![tenant.0.into(), family.into()],
+        ))
+        .await?;
+        let ctx = RequestCtx::system(tenant, request_id).with_request(request_id, ip);
+        let ev = audit::record(
+            core,
+            &tx,
+            &ctx,
+            "buyer.refresh_reuse_detected",
+            Some(buyer.to_string()),
+            json!({"familyId": family}),
+        )
+        .await?;
+        tx.commit().await?;
+        audit::publish(core, &[ev]).await;
+        return Err(ServiceError::Unauthenticated(
+            "refresh token reuse detected; session revoked".into(),
+        ));
+    }
+    if expires_at < core.now() {
+        return Err(ServiceError::Unauthenticated(
+            "refresh token expired".into(),
+        ));
+    }
+    tx.execute_raw(stmt(
+        "UPDATE buyer_refresh_tokens SET used_at = now() WHERE tenant_id = $1 AND id = $2",
+        vec![tenant.0.into(), id.into()],
+    ))
+    .await?;
+    let refresh_token = insert_refresh_token(core, &tx, buyer, family).await?;
+    tx.commit().await?;
+    let (access_token, access_expires_at) = issue_buyer_token(core, tenant, buyer)?;
+    Ok(BuyerSession {
+        tenant,
+        buyer_id: buyer,
+        access_token,
+        access_expires_at,
+        refresh_token,
+        new_buyer: false,
     })
 }
 
@@ -693,7 +803,7 @@ pub async fn buyer_login_wechat(
         },
     )
     .await?;
-    session(core, tenant, id, new_buyer)
+    session(core, tenant, id, new_buyer).await
 }
 
 /// `buyerLoginAlipay`: a `my.getAuthCode` code → the buyer with that Alipay user.
@@ -725,7 +835,7 @@ pub async fn buyer_login_alipay(
         },
     )
     .await?;
-    session(core, tenant, id, new_buyer)
+    session(core, tenant, id, new_buyer).await
 }
 
 /// The buyer's phone as stored: ciphertext, blind index, mask.
@@ -936,7 +1046,7 @@ pub async fn buyer_login_sms(
         },
     )
     .await?;
-    session(core, tenant, id, new_buyer)
+    session(core, tenant, id, new_buyer).await
 }
 
 // ------------------------------------------------------------------------ the signed-in buyer

@@ -1080,6 +1080,8 @@ async fn cancel_one_overdue(core: &Core, tenant: TenantId, id: Uuid) -> ServiceR
         "system",
     )
     .await?;
+    // Trades it opened at the providers are closed there by the close sweep, with retries.
+    crate::payments::close_on_timeout(&tx, id).await?;
     tx.commit().await?;
     publish_live(
         core,
@@ -1095,9 +1097,12 @@ async fn cancel_one_overdue(core: &Core, tenant: TenantId, id: Uuid) -> ServiceR
 }
 
 /// The checkout upkeep of one stock-jobs tick: payment deadlines, refunds waiting for the
-/// provider, and idempotency keys past their 24 h.
+/// provider, and idempotency keys past their 24 h. Provider trades of timed-out orders are
+/// closed by a sweep running beside it ([`spawn_close_sweep`]), so a slow or unreachable
+/// provider never holds up the tick.
 pub async fn upkeep(core: &Core) -> ServiceResult<()> {
     cancel_overdue(core, 200).await?;
+    spawn_close_sweep(core);
     crate::payments::retry_pending_refunds(core, 50).await?;
     core.db
         .execute_raw(stmt(
@@ -1107,4 +1112,38 @@ pub async fn upkeep(core: &Core) -> ServiceResult<()> {
         ))
         .await?;
     Ok(())
+}
+
+/// Namespaces (deployments) with a close sweep running in this process: at most one each; the
+/// next tick starts another once it ends.
+static CLOSE_SWEEPS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Starts `payments::close_due_trades` in the background unless one is still running.
+pub fn spawn_close_sweep(core: &Core) {
+    let ns = core.cfg.namespace.clone();
+    let claimed = CLOSE_SWEEPS
+        .lock()
+        .map(|mut running| running.insert(ns.clone()))
+        .unwrap_or(false);
+    if !claimed {
+        return;
+    }
+    /// Frees the slot however the sweep ends (a panic included).
+    struct Running(String);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Ok(mut running) = CLOSE_SWEEPS.lock() {
+                running.remove(&self.0);
+            }
+        }
+    }
+    let running = Running(ns);
+    let core = core.clone();
+    tokio::spawn(async move {
+        let _running = running;
+        if let Err(e) = crate::payments::close_due_trades(&core, 64).await {
+            tracing::warn!(error = %e, "trade close sweep failed");
+        }
+    });
 }

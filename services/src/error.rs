@@ -24,6 +24,10 @@ pub enum ServiceError {
     SoldOut { sku: uuid::Uuid },
     #[error("rate limited; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
+    /// A payment provider timed out, failed (5xx) or rate limited us. Nothing half-written: a
+    /// retry with the same idempotency key resumes.
+    #[error("{provider} is unavailable right now; retry with the same idempotency key")]
+    UpstreamUnavailable { provider: &'static str },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -41,6 +45,7 @@ impl ServiceError {
             ServiceError::InvalidCredentials => ErrorCode::InvalidCredentials,
             ServiceError::SoldOut { .. } => ErrorCode::SoldOut,
             ServiceError::RateLimited { .. } => ErrorCode::RateLimited,
+            ServiceError::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
             ServiceError::Internal(_) => ErrorCode::Internal,
         }
     }

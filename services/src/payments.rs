@@ -450,8 +450,22 @@ async fn merchant_load(core: &Core, tenant: TenantId) -> ServiceResult<Option<(S
 }
 
 fn provider_error(e: PayError) -> ServiceError {
-    if e.is_retryable() {
-        ServiceError::Internal(anyhow::anyhow!("payment provider: {e}"))
+    // Exactly the retryable errors (`PayError::is_retryable`): the provider was not reached,
+    // failed or throttled us, and the same call may be repeated.
+    let unavailable = match &e {
+        PayError::RateLimited { platform, .. }
+        | PayError::Unavailable { platform, .. }
+        | PayError::Transport { platform, .. } => Some(match platform {
+            uphub_payments::Platform::WechatPay => Provider::WechatPay,
+            uphub_payments::Platform::Alipay => Provider::Alipay,
+        }),
+        _ => None,
+    };
+    if let Some(provider) = unavailable {
+        tracing::warn!(error = %e, code = e.code(), "payment provider unavailable");
+        ServiceError::UpstreamUnavailable {
+            provider: provider.as_str(),
+        }
     } else {
         ServiceError::Conflict {
             field: Some("provider"),
@@ -499,19 +513,98 @@ pub async fn payment_create(
     let key = parse_key(&input.idempotency_key)?;
     let hash = request_hash(&format!("{}|{}", input.order_id, input.provider.as_str()));
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let mut resume = None;
     if let Claim::Replay(v) = idem_claim_in(&tx, buyer, "paymentCreate", &key, &hash).await? {
-        tx.commit().await?;
-        return serde_json::from_value(v)
-            .map_err(|e| anyhow::anyhow!("stored paymentCreate answer: {e}").into());
+        match resume_marker(&v) {
+            // An earlier try met an unavailable provider: take the key over again (under the
+            // claim's row lock, so a concurrent retry sees it running) and resume its payment.
+            Some(payment) => {
+                idem_take_over(&tx, buyer, &key).await?;
+                resume = Some(payment);
+            }
+            None => {
+                tx.commit().await?;
+                return serde_json::from_value(v)
+                    .map_err(|e| anyhow::anyhow!("stored paymentCreate answer: {e}").into());
+            }
+        }
     }
-    let prepared = prepare(core, &tx, buyer, &input).await?;
+    let prepared = prepare(core, &tx, buyer, &input, resume).await?;
     tx.commit().await?;
+    let payment_id = prepared.payment_id;
     match start(core, ctx, buyer, &input, &key, prepared).await {
         Ok(s) => Ok(s),
+        Err(e @ ServiceError::UpstreamUnavailable { .. }) => {
+            // The payment row stays CREATED and the key remembers it: a retry with the same key
+            // asks the provider again under the same out_trade_no (idempotent there).
+            let marked = async {
+                let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+                idem_finish(
+                    &tx,
+                    buyer,
+                    "paymentCreate",
+                    &key,
+                    &json!({RESUME_KEY: payment_id.to_string()}),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok::<(), ServiceError>(())
+            }
+            .await;
+            if let Err(m) = marked {
+                tracing::warn!(error = %m, "keeping a payment to resume failed");
+                idem_abandon(core, ctx, buyer, "paymentCreate", &key).await;
+            }
+            Err(e)
+        }
         Err(e) => {
+            // Refused (by the provider or before it was asked): nothing there to pay, so the
+            // row is FAILED rather than left CREATED. An internal error leaves it CREATED: the
+            // trade may exist, and the deadline sweep closes it.
+            if !matches!(e, ServiceError::Internal(_)) {
+                payment_failed(core, ctx.tenant, payment_id).await;
+            }
             idem_abandon(core, ctx, buyer, "paymentCreate", &key).await;
             Err(e)
         }
+    }
+}
+
+/// The answer stored under a paymentCreate key whose provider call is to be resumed.
+const RESUME_KEY: &str = "resumePaymentId";
+
+fn resume_marker(v: &Value) -> Option<Uuid> {
+    v.get(RESUME_KEY)
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::try_parse(s).ok())
+}
+
+/// Marks the key running again (its row is locked by the claim that just read it).
+async fn idem_take_over(tx: &TenantTx, buyer: Uuid, key: &str) -> ServiceResult<()> {
+    tx.execute_raw(stmt(
+        "UPDATE idempotency_keys SET response = NULL, created_at = now()
+         WHERE tenant_id = $1 AND actor_id = $2 AND scope = 'paymentCreate' AND key = $3",
+        vec![tx.tenant().0.into(), buyer.into(), key.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn payment_failed(core: &Core, tenant: TenantId, payment: Uuid) {
+    let r = async {
+        let tx = TenantTx::begin(&core.db, tenant).await?;
+        tx.execute_raw(stmt(
+            "UPDATE payments SET status = 'FAILED', updated_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND status = 'CREATED'",
+            vec![tenant.0.into(), payment.into()],
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok::<(), ServiceError>(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, %payment, "marking a refused payment FAILED failed");
     }
 }
 
@@ -531,6 +624,7 @@ async fn prepare(
     tx: &TenantTx,
     buyer: Uuid,
     input: &PaymentCreateInput,
+    resume: Option<Uuid>,
 ) -> ServiceResult<Prepared> {
     let tenant = tx.tenant();
     let order = tx
@@ -562,6 +656,34 @@ async fn prepare(
     match input.provider {
         Provider::WechatPay => merchant.wechat().map(|_| ())?,
         Provider::Alipay => merchant.alipay().map(|_| ())?,
+    }
+    if let Some(payment_id) = resume {
+        let p = tx
+            .query_one_raw(stmt(
+                "SELECT out_trade_no, amount_fen FROM payments
+                 WHERE tenant_id = $1 AND id = $2 AND order_id = $3 AND buyer_id = $4
+                   AND provider = $5 AND status = 'CREATED' AND close_state IS NULL",
+                vec![
+                    tenant.0.into(),
+                    payment_id.into(),
+                    input.order_id.into(),
+                    buyer.into(),
+                    input.provider.as_str().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| {
+                ServiceError::conflict("orderId", "the payment to resume is no longer open")
+            })?;
+        return Ok(Prepared {
+            merchant,
+            order,
+            payment_id,
+            out_trade_no: p.try_get("", "out_trade_no")?,
+            amount: p.try_get("", "amount_fen")?,
+            number,
+            due,
+        });
     }
     let payment_id = Uuid::now_v7();
     let out_trade_no = payment_id.simple().to_string();
@@ -1463,4 +1585,191 @@ pub async fn retry_pending_refunds(core: &Core, batch: u64) -> ServiceResult<usi
         }
     }
     Ok(n)
+}
+
+// ------------------------------------------------------------------ close ---
+//
+// An order that times out unpaid may have trades open at the providers. They are closed there
+// from a persisted retry state on the payment row, not inside the deadline sweep: the sweep
+// marks them (`close_on_timeout`, in the transaction that cancels the order), and
+// `close_due_trades` claims due rows, calls the provider and backs off on outages. The trade's
+// own expiry (WeChat `time_expire`, Alipay `timeout_express`, both at the payment deadline)
+// already stops payment at the provider; closing makes it immediate and explicit. A payment
+// that still lands (paid just before the close) takes the refund path in `apply_paid`.
+
+/// Attempts before a close is given up on (about a day with the back-off below).
+const CLOSE_MAX_ATTEMPTS: i32 = 30;
+/// A claimed close belongs to its claimer this long: one that died mid-call is taken again.
+const CLOSE_LEASE_SECS: f64 = 120.0;
+const CLOSE_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+const CLOSE_CONCURRENCY: usize = 8;
+
+/// Seconds before attempt `attempts + 1`: 15 s doubling, at most an hour.
+fn close_backoff_secs(attempts: i32) -> f64 {
+    let exp = (attempts - 1).clamp(0, 8) as u32;
+    (15.0 * f64::from(2u32.pow(exp))).min(3600.0)
+}
+
+/// Marks the order's open payments for closing at their provider; in the caller's transaction.
+pub(crate) async fn close_on_timeout(tx: &TenantTx, order: Uuid) -> ServiceResult<u64> {
+    Ok(tx
+        .execute_raw(stmt(
+            "UPDATE payments SET close_state = 'PENDING', close_next_at = now(), updated_at = now()
+             WHERE tenant_id = $1 AND order_id = $2 AND status = 'CREATED' AND close_state IS NULL",
+            vec![tx.tenant().0.into(), order.into()],
+        ))
+        .await?
+        .rows_affected())
+}
+
+struct CloseJob {
+    tenant: TenantId,
+    payment: Uuid,
+    order: Uuid,
+    provider: Provider,
+    out_trade_no: String,
+    attempts: i32,
+}
+
+enum CloseOutcome {
+    /// Closed, or never opened there (nothing to pay).
+    Done,
+    Retry(String),
+    Failed(String),
+}
+
+/// Closes due provider trades of timed-out orders (every tenant), a few at a time; returns how
+/// many are closed now. Safe to run from several workers: rows are claimed with SKIP LOCKED
+/// and leased by pushing `close_next_at` ahead.
+pub async fn close_due_trades(core: &Core, batch: u64) -> ServiceResult<usize> {
+    use futures_util::StreamExt;
+    let rows = core
+        .db
+        .query_all_raw(stmt(
+            "UPDATE payments p SET close_next_at = now() + make_interval(secs => $2),
+                close_attempts = p.close_attempts + 1
+             FROM (SELECT tenant_id, id FROM payments
+                   WHERE close_state = 'PENDING' AND close_next_at <= now()
+                   ORDER BY close_next_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+             WHERE p.tenant_id = due.tenant_id AND p.id = due.id
+             RETURNING p.tenant_id, p.id, p.order_id, p.provider, p.out_trade_no, p.close_attempts",
+            vec![(batch as i64).into(), CLOSE_LEASE_SECS.into()],
+        ))
+        .await?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for r in rows {
+        jobs.push(CloseJob {
+            tenant: TenantId(r.try_get("", "tenant_id")?),
+            payment: r.try_get("", "id")?,
+            order: r.try_get("", "order_id")?,
+            provider: Provider::parse(&r.try_get::<String>("", "provider")?)
+                .ok_or_else(|| anyhow::anyhow!("unknown provider"))?,
+            out_trade_no: r.try_get("", "out_trade_no")?,
+            attempts: r.try_get("", "close_attempts")?,
+        });
+    }
+    let results: Vec<ServiceResult<bool>> = futures_util::stream::iter(jobs)
+        .map(|job| close_one(core, job))
+        .buffer_unordered(CLOSE_CONCURRENCY)
+        .collect()
+        .await;
+    let mut closed = 0;
+    for r in results {
+        match r {
+            Ok(true) => closed += 1,
+            Ok(false) => {}
+            // The lease runs out and the row is taken again.
+            Err(e) => tracing::warn!(error = %e, "recording a trade close failed"),
+        }
+    }
+    Ok(closed)
+}
+
+fn trade_not_exist(e: &PayError) -> bool {
+    matches!(e, PayError::Rejected { code, sub_code, .. }
+        if code == "ORDER_NOT_EXIST" || sub_code.as_deref() == Some("ACQ.TRADE_NOT_EXIST"))
+}
+
+async fn close_one(core: &Core, job: CloseJob) -> ServiceResult<bool> {
+    let outcome = match merchant(core, job.tenant).await {
+        Err(e) => CloseOutcome::Retry(format!("payment settings: {e}")),
+        Ok(None) => CloseOutcome::Failed("the store's payment settings are gone".into()),
+        Ok(Some(m)) => {
+            let call = async {
+                match job.provider {
+                    Provider::WechatPay => match m.wechat.as_ref() {
+                        Some(c) => c.close(&job.out_trade_no).await.map(Some),
+                        None => Ok(None),
+                    },
+                    Provider::Alipay => match m.alipay.as_ref() {
+                        Some(c) => c.trade_close(&job.out_trade_no).await.map(Some),
+                        None => Ok(None),
+                    },
+                }
+            };
+            match tokio::time::timeout(CLOSE_CALL_TIMEOUT, call).await {
+                Err(_) => CloseOutcome::Retry("the provider did not answer in time".into()),
+                Ok(Ok(Some(()))) => CloseOutcome::Done,
+                Ok(Ok(None)) => {
+                    CloseOutcome::Failed(format!("{} is no longer set up", job.provider.as_str()))
+                }
+                Ok(Err(e)) if trade_not_exist(&e) => CloseOutcome::Done,
+                Ok(Err(e)) if e.is_retryable() => CloseOutcome::Retry(e.to_string()),
+                Ok(Err(e)) => CloseOutcome::Failed(e.to_string()),
+            }
+        }
+    };
+    let (state, error, next) = match &outcome {
+        CloseOutcome::Done => ("DONE", None, 0.0),
+        CloseOutcome::Retry(e) if job.attempts < CLOSE_MAX_ATTEMPTS => {
+            ("PENDING", Some(e.clone()), close_backoff_secs(job.attempts))
+        }
+        CloseOutcome::Retry(e) | CloseOutcome::Failed(e) => ("FAILED", Some(e.clone()), 0.0),
+    };
+    match &outcome {
+        CloseOutcome::Done => {}
+        CloseOutcome::Retry(e) => tracing::warn!(
+            payment = %job.payment, attempts = job.attempts, error = %e, "trade close deferred"
+        ),
+        CloseOutcome::Failed(e) => tracing::warn!(
+            payment = %job.payment, error = %e, "trade close refused; a late payment is refunded"
+        ),
+    }
+    let tx = TenantTx::begin(&core.db, job.tenant).await?;
+    let changed = tx
+        .execute_raw(stmt(
+            "UPDATE payments SET close_state = $3, close_error = $4,
+                close_next_at = CASE WHEN $3 = 'PENDING' THEN now() + make_interval(secs => $5) END,
+                status = CASE WHEN $3 = 'DONE' AND status = 'CREATED' THEN 'CLOSED' ELSE status END,
+                updated_at = now()
+             WHERE tenant_id = $1 AND id = $2 AND close_state = 'PENDING'",
+            vec![
+                job.tenant.0.into(),
+                job.payment.into(),
+                state.into(),
+                error.into(),
+                next.into(),
+            ],
+        ))
+        .await?
+        .rows_affected();
+    if changed > 0 && state != "PENDING" {
+        insert_event(
+            &tx,
+            job.order,
+            if state == "DONE" {
+                "PAYMENT_CLOSED"
+            } else {
+                "PAYMENT_CLOSE_FAILED"
+            },
+            None,
+            None,
+            json!({"payment": job.payment, "provider": job.provider.as_str(),
+                   "attempts": job.attempts}),
+            "system",
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(changed > 0 && state == "DONE")
 }

@@ -23,8 +23,7 @@ const ALI_PLATFORM_KEY: &str =
 const ALI_PLATFORM_PUB: &str =
     include_str!("../../channels/payments/tests/fixtures/alipay_platform.pub.pem");
 
-const SESSION: &str =
-    "accessToken accessTokenExpiresAt buyerId newBuyer userErrors { field code message }";
+const SESSION: &str = "accessToken accessTokenExpiresAt refreshToken buyerId newBuyer userErrors { field code message }";
 const ME: &str = "{ buyerMe { id phoneMasked hasWechat hasAlipay addresses { id receiverName } } }";
 const ADDRESSES: &str =
     "{ buyerAddresses { id receiverName receiverPhone province city district detail isDefault } }";
@@ -864,4 +863,131 @@ async fn storefront_login_settings_need_channel_manage_and_never_return_secrets(
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
     // Sections left out are kept; a login still works with the stored secret.
     env.wechat_buyer(&env.a.slug, "o-after-settings").await;
+}
+
+// ---------------------------------------------------------------- refresh ---
+
+impl Env {
+    /// `buyerTokenRefresh`: the payload, or the whole response when a top-level error nulled it.
+    async fn buyer_refresh(&self, token: &str, slug: Option<&str>) -> Value {
+        let r = self
+            .app
+            .gql(
+                None,
+                &format!("mutation($i: BuyerTokenRefreshInput!) {{ buyerTokenRefresh(input: $i) {{ {SESSION} }} }}"),
+                json!({"i": {"refreshToken": token, "tenantSlug": slug}}),
+            )
+            .await;
+        if r["data"]["buyerTokenRefresh"].is_object() {
+            r["data"]["buyerTokenRefresh"].clone()
+        } else {
+            r
+        }
+    }
+
+    /// A fresh WeChat login into `slug`: (access token, refresh token, buyer id).
+    async fn wechat_session(&self, slug: &str, openid: &str) -> (String, String, String) {
+        let p = self
+            .login_wechat(slug, &self.mock.issue_wechat_code(openid, None))
+            .await;
+        assert_eq!(p["userErrors"], json!([]), "{p}");
+        let s = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("{p}")).to_string();
+        (s("accessToken"), s("refreshToken"), s("buyerId"))
+    }
+}
+
+#[tokio::test]
+async fn a_buyer_refresh_token_rotates_once_and_reusing_one_revokes_its_whole_family() {
+    let env = setup().await;
+    let (_, r1, buyer) = env.wechat_session(&env.a.slug, "o-refresh-1").await;
+    assert!(r1.starts_with("ubr_"), "{r1}");
+    // A second login of the same buyer is its own family.
+    let (_, other, _) = env.wechat_session(&env.a.slug, "o-refresh-1").await;
+
+    let p = env.buyer_refresh(&r1, Some(&env.a.slug)).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    assert_eq!(p["buyerId"], buyer.as_str());
+    assert_eq!(p["newBuyer"], false);
+    let r2 = p["refreshToken"].as_str().unwrap().to_string();
+    assert_ne!(r2, r1);
+    let me = env.app.gql(p["accessToken"].as_str(), ME, json!({})).await;
+    assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
+
+    let p = env.buyer_refresh(&r2, None).await;
+    let r3 = p["refreshToken"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{p}"))
+        .to_string();
+
+    // r1 again: reuse, the family is revoked — r3 is dead too; the other login is not.
+    let r = env.buyer_refresh(&r1, None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    assert!(r.to_string().contains("reuse"), "{r}");
+    let r = env.buyer_refresh(&r3, None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    let p = env.buyer_refresh(&other, None).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    let tenant = env.tenant_id(&env.a.slug).await;
+    let row = env
+        .sql_one(
+            "SELECT count(*) AS n FROM audit_events WHERE tenant_id = $1 AND action = 'buyer.refresh_reuse_detected'",
+            vec![tenant.into()],
+        )
+        .await;
+    // r1 reused, then r3 presented after the revocation: both are recorded.
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 2);
+    // Only hashes are stored.
+    let row = env
+        .sql_one(
+            "SELECT count(*) AS n FROM buyer_refresh_tokens WHERE tenant_id = $1 AND revoked_at IS NOT NULL",
+            vec![tenant.into()],
+        )
+        .await;
+    assert_eq!(row.try_get::<i64>("", "n").unwrap(), 3);
+    let r = env.buyer_refresh("ubr_garbage", None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+}
+
+#[tokio::test]
+async fn staff_and_buyer_refresh_tokens_do_not_cross_and_another_store_cannot_use_them() {
+    let env = setup().await;
+    let (_, buyer_refresh, buyer) = env.wechat_session(&env.a.slug, "o-cross-1").await;
+
+    // A staff refresh token cannot refresh a buyer, nor a buyer one a staff session.
+    let r = env.buyer_refresh(&env.app.a.refresh, None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    let r = env
+        .app
+        .gql(
+            None,
+            "mutation($i: TokenRefreshInput!) { tokenRefresh(input: $i) { accessToken userErrors { code } } }",
+            json!({"i": {"refreshToken": buyer_refresh}}),
+        )
+        .await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+
+    // Another store's slug, or the token re-addressed to the other store, gets nothing.
+    let r = env.buyer_refresh(&buyer_refresh, Some(&env.b.slug)).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    let (ta, tb) = (
+        env.tenant_id(&env.a.slug).await,
+        env.tenant_id(&env.b.slug).await,
+    );
+    let moved = buyer_refresh.replace(&ta.simple().to_string(), &tb.simple().to_string());
+    assert_ne!(moved, buyer_refresh);
+    let r = env.buyer_refresh(&moved, None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+
+    // None of that spent the token: it still rotates, for its own store's buyer.
+    let p = env.buyer_refresh(&buyer_refresh, Some(&env.a.slug)).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    assert_eq!(p["buyerId"], buyer.as_str());
+    // The new access token is a buyer's of store A: no staff fields, nothing of store B.
+    let access = p["accessToken"].as_str().unwrap();
+    let r = env.app.gql(Some(access), "{ me { id } }", json!({})).await;
+    assert_ne!(code(&r), "<none>", "{r}");
+    let (_, _, b_buyer) = env.wechat_session(&env.b.slug, "o-cross-1").await;
+    assert_ne!(b_buyer, buyer);
+    let me = env.app.gql(Some(access), ME, json!({})).await;
+    assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
 }

@@ -1045,3 +1045,399 @@ async fn a_settings_change_reaches_the_next_payment_and_a_refused_placement_free
     );
     assert_eq!(env.reserved().await, 3);
 }
+
+// ------------------------------------------------- provider trades, outages ---
+
+use uphub_payments::mock::Faults;
+
+const OUTAGE: Faults = Faults {
+    server_error_rate: 0.0,
+    rate_limit_rate: 0.0,
+    outage: true,
+    fail_next: 0,
+};
+
+impl Env {
+    async fn pay_with_key(&self, token: &str, order: &str, provider: &str, key: &str) -> Value {
+        self.app
+            .gql(
+                Some(token),
+                PAY,
+                json!({"i": {"orderId": order, "provider": provider, "idempotencyKey": key}}),
+            )
+            .await
+    }
+
+    /// (status, close_state, close_attempts, close_error) of the payment with `out_trade_no`.
+    async fn payment_row(
+        &self,
+        out_trade_no: &str,
+    ) -> (String, Option<String>, i32, Option<String>) {
+        let r = &sql(
+            &self.app,
+            "SELECT status, close_state, close_attempts, close_error FROM payments WHERE out_trade_no = $1",
+            vec![out_trade_no.into()],
+        )
+        .await[0];
+        (
+            r.try_get("", "status").unwrap(),
+            r.try_get("", "close_state").unwrap(),
+            r.try_get("", "close_attempts").unwrap(),
+            r.try_get("", "close_error").unwrap(),
+        )
+    }
+
+    fn trade_state(&self, out_trade_no: &str) -> String {
+        self.mock
+            .transactions()
+            .into_iter()
+            .find(|t| t.out_trade_no == out_trade_no)
+            .map(|t| t.state)
+            .unwrap_or_else(|| "<none>".into())
+    }
+
+    /// Moves the order past its payment deadline and runs the deadline sweep.
+    async fn time_out(&self, order: &str) {
+        sql(
+            &self.app,
+            "UPDATE orders SET payment_due_at = now() - interval '1 second' WHERE id = $1",
+            vec![order_uuid(order).into()],
+        )
+        .await;
+        uphub_services::checkout::cancel_overdue(&self.app.core, 100)
+            .await
+            .unwrap();
+        assert_eq!(self.status(order).await, "CANCELLED");
+    }
+
+    async fn auto_refunds(&self, order: &str) -> Vec<String> {
+        sql(
+            &self.app,
+            "SELECT status FROM refunds WHERE order_id = $1 AND auto",
+            vec![order_uuid(order).into()],
+        )
+        .await
+        .iter()
+        .map(|r| r.try_get::<String>("", "status").unwrap())
+        .collect()
+    }
+
+    /// Makes every pending close due now (as if its back-off had passed).
+    async fn closes_due_now(&self) {
+        sql(
+            &self.app,
+            "UPDATE payments SET close_next_at = now() WHERE close_state = 'PENDING'",
+            vec![],
+        )
+        .await;
+    }
+
+    /// Tenant B: a stocked SKU, a buyer and an order awaiting payment with a WeChat Pay trade.
+    async fn tenant_b_trade(&self) -> String {
+        let (sku, _) = stocked_sku(&self.app, &self.app.b.token, "TEE-B", 5).await;
+        let (token, address, _) = buyer(&self.app, self.tenant_b).await;
+        let r = self
+            .app
+            .gql(
+                Some(&token),
+                PLACE,
+                json!({"i": {"channel": "WECHAT_MINI", "lines": [{"skuId": sku, "quantity": 1}],
+                             "addressId": address, "idempotencyKey": "b-order"}}),
+            )
+            .await;
+        let order = r["data"]["orderPlace"]["order"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string();
+        let r = self.pay_create(&token, &order, "WECHAT_PAY").await;
+        r["data"]["paymentCreate"]["payment"]["outTradeNo"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_timed_out_orders_provider_trades_are_closed_after_an_outage_and_cannot_be_paid() {
+    let env = setup().await;
+    let b_trade = env.tenant_b_trade().await;
+    let order = env.place_ok(&env.sku, 1).await;
+    let wx = env.wechat_start(&order).await;
+    let r = env.pay_create(&env.buyer.0, &order, "ALIPAY").await;
+    let ali = r["data"]["paymentCreate"]["payment"]["outTradeNo"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    assert_eq!(env.trade_state(&wx), "NOTPAY");
+    assert_eq!(env.trade_state(&ali), "WAIT_BUYER_PAY");
+
+    // The providers are down when the order times out: the cancel does not wait for them, the
+    // close stays pending with its error and backs off.
+    env.mock.set_faults(OUTAGE);
+    env.time_out(&order).await;
+    let closed = uphub_services::payments::close_due_trades(&env.app.core, 100)
+        .await
+        .unwrap();
+    assert_eq!(closed, 0);
+    for no in [&wx, &ali] {
+        let (status, state, attempts, error) = env.payment_row(no).await;
+        assert_eq!(
+            (status.as_str(), state.as_deref(), attempts),
+            ("CREATED", Some("PENDING"), 1)
+        );
+        assert!(error.is_some_and(|e| !e.is_empty()));
+    }
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM payments WHERE close_state = 'PENDING' AND close_next_at > now() + interval '10 seconds'",
+            vec![]
+        )
+        .await,
+        2,
+        "backed off"
+    );
+    // Not due yet: a second sweep calls nobody.
+    uphub_services::payments::close_due_trades(&env.app.core, 100)
+        .await
+        .unwrap();
+    assert_eq!(env.payment_row(&wx).await.2, 1);
+
+    // Back up, back-off elapsed: the upkeep's background sweep closes both at the providers.
+    env.mock.set_faults(Faults::default());
+    env.closes_due_now().await;
+    uphub_services::checkout::upkeep(&env.app.core)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if env
+            .count(
+                "SELECT count(*) AS n FROM payments WHERE close_state = 'DONE'",
+                vec![],
+            )
+            .await
+            == 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for no in [&wx, &ali] {
+        let (status, state, attempts, error) = env.payment_row(no).await;
+        assert_eq!(
+            (status.as_str(), state.as_deref(), attempts, error),
+            ("CLOSED", Some("DONE"), 2, None)
+        );
+    }
+    assert_eq!(env.trade_state(&wx), "CLOSED");
+    assert_eq!(env.trade_state(&ali), "TRADE_CLOSED");
+    assert!(
+        env.mock.pay(&wx).await.is_err(),
+        "a closed trade cannot be paid"
+    );
+    assert!(
+        env.mock.pay(&ali).await.is_err(),
+        "a closed trade cannot be paid"
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM order_events WHERE order_id = $1 AND kind = 'PAYMENT_CLOSED'",
+            vec![order_uuid(&order).into()]
+        )
+        .await,
+        2
+    );
+    // A closed trade is not closed again, and a paymentCreate on the cancelled order is refused.
+    assert_eq!(
+        uphub_services::payments::close_due_trades(&env.app.core, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let r = env.pay_create(&env.buyer.0, &order, "WECHAT_PAY").await;
+    assert_eq!(
+        r["data"]["paymentCreate"]["userErrors"][0]["code"], "CONFLICT",
+        "{r}"
+    );
+    // The other tenant's open trade was neither marked nor closed.
+    assert_eq!(env.trade_state(&b_trade), "NOTPAY");
+    let (status, state, attempts, _) = env.payment_row(&b_trade).await;
+    assert_eq!((status.as_str(), state, attempts), ("CREATED", None, 0));
+}
+
+#[tokio::test]
+async fn a_payment_that_lands_while_the_close_waits_for_the_provider_is_refunded() {
+    let env = setup().await;
+    let order = env.place_ok(&env.sku, 1).await;
+    let wx = env.wechat_start(&order).await;
+    env.mock.set_faults(OUTAGE);
+    env.time_out(&order).await;
+    uphub_services::payments::close_due_trades(&env.app.core, 100)
+        .await
+        .unwrap();
+    assert_eq!(env.payment_row(&wx).await.1.as_deref(), Some("PENDING"));
+
+    // The buyer pays at the provider before the close gets through: the notice takes the
+    // refund path (the refund itself waits for the provider too).
+    let report = env.mock.pay(&wx).await.unwrap();
+    assert!(report.delivered, "{report:?}");
+    assert_eq!(env.status(&order).await, "CANCELLED");
+    assert_eq!(env.auto_refunds(&order).await, ["PENDING"]);
+
+    // Back up: the close is refused for good (the trade is paid), the refund goes through.
+    env.mock.set_faults(Faults::default());
+    env.closes_due_now().await;
+    sql(
+        &env.app,
+        "UPDATE refunds SET updated_at = now() - interval '1 minute'",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        uphub_services::payments::close_due_trades(&env.app.core, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    let (_, state, _, error) = env.payment_row(&wx).await;
+    assert_eq!(state.as_deref(), Some("FAILED"));
+    assert!(error.is_some_and(|e| e.contains("INVALID_REQUEST")));
+    uphub_services::payments::retry_pending_refunds(&env.app.core, 10)
+        .await
+        .unwrap();
+    assert_eq!(env.auto_refunds(&order).await, ["PROCESSING"]);
+    let at_provider: i64 = env
+        .mock
+        .refunds()
+        .into_iter()
+        .filter(|r| r.out_trade_no == wx)
+        .map(|r| r.refund_fen)
+        .sum();
+    assert_eq!(at_provider, 9900);
+}
+
+#[tokio::test]
+async fn payment_create_in_a_provider_outage_is_upstream_unavailable_and_the_same_key_resumes() {
+    let env = setup().await;
+    let order = env.place_ok(&env.sku, 1).await;
+    let token = env.buyer.0.clone();
+
+    env.mock.set_faults(OUTAGE);
+    for _ in 0..2 {
+        let r = env
+            .pay_with_key(&token, &order, "WECHAT_PAY", "pay-1")
+            .await;
+        assert_eq!(crate::helpers::code(&r), "UPSTREAM_UNAVAILABLE", "{r}");
+        assert_eq!(r["errors"][0]["extensions"]["retryable"], true, "{r}");
+        assert_eq!(
+            r["errors"][0]["extensions"]["provider"], "WECHAT_PAY",
+            "{r}"
+        );
+        assert!(r["data"]["paymentCreate"].is_null(), "{r}");
+    }
+    // One payment row, kept open for the retry; nothing at the provider.
+    let rows = sql(
+        &env.app,
+        "SELECT out_trade_no, status FROM payments WHERE order_id = $1",
+        vec![order_uuid(&order).into()],
+    )
+    .await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].try_get::<String>("", "status").unwrap(), "CREATED");
+    let kept: String = rows[0].try_get("", "out_trade_no").unwrap();
+    assert_eq!(env.trade_state(&kept), "<none>");
+
+    // The other tenant's buyer cannot use the order, key or not.
+    let (b_token, _, _) = buyer(&env.app, env.tenant_b).await;
+    let r = env
+        .pay_with_key(&b_token, &order, "WECHAT_PAY", "pay-1")
+        .await;
+    assert_eq!(
+        r["data"]["paymentCreate"]["userErrors"][0]["code"], "NOT_FOUND",
+        "{r}"
+    );
+    // Another input under the same key is still a conflict.
+    let r = env.pay_with_key(&token, &order, "ALIPAY", "pay-1").await;
+    assert_eq!(
+        r["data"]["paymentCreate"]["userErrors"][0]["code"], "CONFLICT",
+        "{r}"
+    );
+
+    // Back up: the same key resumes the same payment, and replays it afterwards.
+    env.mock.set_faults(Faults::default());
+    let r = env
+        .pay_with_key(&token, &order, "WECHAT_PAY", "pay-1")
+        .await;
+    let p = &r["data"]["paymentCreate"]["payment"];
+    assert_eq!(p["outTradeNo"], kept.as_str(), "{r}");
+    assert!(p["wechat"]["paySign"].is_string(), "{r}");
+    let again = env
+        .pay_with_key(&token, &order, "WECHAT_PAY", "pay-1")
+        .await;
+    assert_eq!(
+        again["data"]["paymentCreate"]["payment"]["id"], p["id"],
+        "{again}"
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM payments WHERE order_id = $1",
+            vec![order_uuid(&order).into()]
+        )
+        .await,
+        1
+    );
+    assert!(env.mock.pay(&kept).await.unwrap().delivered);
+    assert_eq!(env.status(&order).await, "PAID");
+
+    // Alipay: one failed call, then the retry with the same key opens the same trade.
+    let order2 = env.place_ok(&env.sku, 1).await;
+    env.mock.set_faults(Faults {
+        fail_next: 1,
+        ..Faults::default()
+    });
+    let r = env.pay_with_key(&token, &order2, "ALIPAY", "pay-2").await;
+    assert_eq!(crate::helpers::code(&r), "UPSTREAM_UNAVAILABLE", "{r}");
+    let r = env.pay_with_key(&token, &order2, "ALIPAY", "pay-2").await;
+    let p = &r["data"]["paymentCreate"]["payment"];
+    assert!(p["alipayTradeNo"].is_string(), "{r}");
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM payments WHERE order_id = $1",
+            vec![order_uuid(&order2).into()]
+        )
+        .await,
+        1
+    );
+
+    // A staff refund in an outage is recorded PENDING (not an error) and retried later.
+    env.mock.set_faults(OUTAGE);
+    let r = env
+        .app
+        .gql(
+            Some(&env.app.a.token),
+            "mutation($i: OrderRefundInput!) { orderRefund(input: $i) { refund { status } userErrors { code message } } }",
+            json!({"i": {"orderId": order, "idempotencyKey": "refund-1"}}),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["orderRefund"]["refund"]["status"], "PENDING",
+        "{r}"
+    );
+    env.mock.set_faults(Faults::default());
+    sql(
+        &env.app,
+        "UPDATE refunds SET updated_at = now() - interval '1 minute'",
+        vec![],
+    )
+    .await;
+    uphub_services::payments::retry_pending_refunds(&env.app.core, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM refunds WHERE order_id = $1 AND status = 'PROCESSING'",
+            vec![order_uuid(&order).into()]
+        )
+        .await,
+        1
+    );
+}

@@ -14,7 +14,7 @@
 //!   `alipay.trade.create`, `.query`, `.refund`, `.close`.
 //! - Control: `POST /_mock/pay {"out_trade_no"}`, `POST /_mock/refund_notice {"out_refund_no"}`,
 //!   `GET /_mock/transactions`, `GET /_mock/refunds`, `GET /_mock/deliveries`,
-//!   `POST /_mock/faults {"server_error_rate","rate_limit_rate"}`.
+//!   `POST /_mock/faults {"server_error_rate","rate_limit_rate","outage","fail_next"}`.
 //!
 //! **Ours, not platform facts**: error codes for state conflicts (WeChat `INVALID_REQUEST` for a
 //! reused out_trade_no/out_refund_no with other parameters, closing a paid order, over-refunds;
@@ -91,13 +91,21 @@ pub struct AlipayApp {
 }
 
 /// Fault injection: each platform API request fails with a 5xx-class error with probability
-/// `server_error_rate`, else is rate limited with probability `rate_limit_rate`.
+/// `server_error_rate`, else is rate limited with probability `rate_limit_rate`. The switches
+/// are deterministic: `outage` fails every request with a 5xx-class error (WeChat Pay
+/// `SYSTEM_ERROR`, Alipay 20000) until turned off, `fail_next` fails that many requests.
+/// Faults are drawn after the request signature is checked, so an outage never hides a bad
+/// signature, and a failed request changes nothing at the platform.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults {
     #[serde(default)]
     pub server_error_rate: f64,
     #[serde(default)]
     pub rate_limit_rate: f64,
+    #[serde(default)]
+    pub outage: bool,
+    #[serde(default)]
+    pub fail_next: u32,
 }
 
 /// How callbacks are retried until acknowledged.
@@ -522,8 +530,23 @@ impl PayMock {
         self.inner.cfg.clock.now_unix()
     }
 
+    /// The faults in force now (`fail_next` counts down as requests fail).
+    pub fn faults(&self) -> Faults {
+        *lock(&self.inner.faults)
+    }
+
     pub(crate) fn draw_fault(&self) -> Option<Fault> {
-        let f = *lock(&self.inner.faults);
+        let f = {
+            let mut f = lock(&self.inner.faults);
+            if f.outage {
+                return Some(Fault::ServerError);
+            }
+            if f.fail_next > 0 {
+                f.fail_next -= 1;
+                return Some(Fault::ServerError);
+            }
+            *f
+        };
         if f.server_error_rate <= 0.0 && f.rate_limit_rate <= 0.0 {
             return None;
         }

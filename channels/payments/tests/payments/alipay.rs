@@ -287,6 +287,7 @@ async fn gateway_errors_map_to_typed_errors() {
     env.mock.set_faults(Faults {
         server_error_rate: 1.0,
         rate_limit_rate: 0.0,
+        ..Faults::default()
     });
     let err = env.alipay().trade_query("ALINOSUCH1").await.unwrap_err();
     assert!(
@@ -296,6 +297,7 @@ async fn gateway_errors_map_to_typed_errors() {
     env.mock.set_faults(Faults {
         server_error_rate: 0.0,
         rate_limit_rate: 1.0,
+        ..Faults::default()
     });
     let err = env.alipay().trade_query("ALINOSUCH1").await.unwrap_err();
     assert!(

@@ -243,3 +243,91 @@ async fn shared_dev_keys_are_generated_once_and_drive_a_working_mock() {
         Err(uphub_payments::PayError::Rejected { .. })
     ));
 }
+
+#[tokio::test]
+async fn an_outage_fails_calls_after_the_signature_check_and_closes_go_through_once_lifted() {
+    use uphub_payments::PayError;
+    use uphub_payments::alipay::TradeCreateRequest;
+    use uphub_payments::mock::Faults;
+    let env = Env::start().await;
+    let notify = format!("{}/wx/notify", env.notify_base);
+    env.wechat()
+        .jsapi_prepay(&prepay("WXOUTAGE01", &notify))
+        .await
+        .unwrap();
+    env.alipay()
+        .trade_create(&TradeCreateRequest {
+            out_trade_no: "ALIOUTAGE01".into(),
+            total_amount_fen: 100,
+            subject: "s".into(),
+            buyer_id: Some("2088000000000001".into()),
+            notify_url: Some(format!("{}/ali/notify", env.notify_base)),
+            timeout_express: None,
+        })
+        .await
+        .unwrap();
+    let mut forger_wx = wechat_config(&env.base_url);
+    forger_wx.merchant.private_key = key(INTRUDER_KEY);
+    let forger_wx = WechatPayClient::new(forger_wx).unwrap();
+    let mut forger_ali = alipay_config(&format!("{}/gateway.do", env.base_url));
+    forger_ali.app_private_key = key(INTRUDER_KEY);
+    let forger_ali = AlipayClient::new(forger_ali).unwrap();
+
+    env.mock.set_faults(Faults {
+        outage: true,
+        ..Faults::default()
+    });
+    let e = env.wechat().close("WXOUTAGE01").await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    let e = env.alipay().trade_close("ALIOUTAGE01").await.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    // A forged close is refused for its signature, outage or not.
+    for e in [
+        forger_wx.close("WXOUTAGE01").await.unwrap_err(),
+        forger_ali.trade_close("ALIOUTAGE01").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(e, PayError::Auth { .. } | PayError::Rejected { .. }),
+            "{e:?}"
+        );
+        assert!(!e.is_retryable(), "{e:?}");
+    }
+    let states: Vec<String> = env
+        .mock
+        .transactions()
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(states, ["NOTPAY", "WAIT_BUYER_PAY"]);
+
+    // `fail_next` fails exactly that many calls.
+    env.mock.set_faults(Faults {
+        fail_next: 1,
+        ..Faults::default()
+    });
+    assert!(
+        env.wechat()
+            .close("WXOUTAGE01")
+            .await
+            .unwrap_err()
+            .is_retryable()
+    );
+    assert_eq!(env.mock.faults().fail_next, 0);
+    env.wechat().close("WXOUTAGE01").await.unwrap();
+    env.alipay().trade_close("ALIOUTAGE01").await.unwrap();
+    let states: Vec<String> = env
+        .mock
+        .transactions()
+        .into_iter()
+        .map(|t| t.state)
+        .collect();
+    assert_eq!(states, ["CLOSED", "TRADE_CLOSED"]);
+    assert!(matches!(
+        env.mock.pay("WXOUTAGE01").await,
+        Err(MockError::InvalidState { .. })
+    ));
+    assert!(matches!(
+        env.mock.pay("ALIOUTAGE01").await,
+        Err(MockError::InvalidState { .. })
+    ));
+}

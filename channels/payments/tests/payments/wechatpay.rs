@@ -593,6 +593,7 @@ async fn injected_faults_become_retryable_errors() {
     env.mock.set_faults(Faults {
         server_error_rate: 1.0,
         rate_limit_rate: 0.0,
+        ..Faults::default()
     });
     let err = env
         .wechat()
@@ -607,6 +608,7 @@ async fn injected_faults_become_retryable_errors() {
     env.mock.set_faults(Faults {
         server_error_rate: 0.0,
         rate_limit_rate: 1.0,
+        ..Faults::default()
     });
     let err = env
         .wechat()
