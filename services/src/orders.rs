@@ -453,11 +453,16 @@ pub async fn settle_dirty(core: &Core, batch: u64) -> ServiceResult<usize> {
 
 pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult<()> {
     let ctx = RequestCtx::system(tenant, "order-stock");
+    // One short transaction reads the order, its lines and what the engine already holds for
+    // it, and picks (and remembers) the warehouse of lines about to be reserved.
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let Some(row) = tx
         .query_one_raw(stmt(
-            "SELECT status, stock_state, version, campaign, receiver_key, buyer_open_id FROM orders
-             WHERE tenant_id = $1 AND id = $2",
+            "SELECT o.status, o.stock_state, o.version, o.campaign, r.id AS rid, r.status AS rstatus
+             FROM orders o
+             LEFT JOIN reservations r ON r.tenant_id = o.tenant_id AND r.owner_kind = 'ORDER'
+               AND r.owner_id = o.id::text
+             WHERE o.tenant_id = $1 AND o.id = $2",
             vec![tenant.0.into(), order.into()],
         ))
         .await?
@@ -470,13 +475,23 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
         StockState::parse(&row.try_get::<String>("", "stock_state")?).unwrap_or(StockState::None);
     let version: i32 = row.try_get("", "version")?;
     let campaign: Option<String> = row.try_get("", "campaign")?;
-    let lines = stock_lines(&tx, order).await?;
-    tx.commit().await?;
-
-    let step = stock_step(state, status);
     // What the engine already holds for the order: a settle that died after the engine call and
     // before recording its result finds it here and does not ask twice.
-    let held = reservation_of(core, tenant, order).await?;
+    let held: Option<(Uuid, String)> = match row.try_get::<Option<Uuid>>("", "rid")? {
+        Some(id) => Some((id, row.try_get("", "rstatus")?)),
+        None => None,
+    };
+    let mut lines = stock_lines(&tx, order).await?;
+    let step = stock_step(state, status);
+    let reserving = matches!(
+        step,
+        StockStep::Reserve | StockStep::ReserveThenConfirm | StockStep::Confirm
+    ) && held.is_none();
+    if reserving {
+        place_lines(&tx, &mut lines).await?;
+    }
+    tx.commit().await?;
+
     let active = held
         .as_ref()
         .filter(|(_, s)| s == "ACTIVE")
@@ -614,8 +629,56 @@ async fn stock_lines(tx: &TenantTx, order: Uuid) -> ServiceResult<Vec<StockLine>
         .map_err(Into::into)
 }
 
-/// Reserves the order's mapped lines, each from the warehouse with the most available units
-/// (chosen once and remembered on the line). `Err(sku)` when the pool cannot cover a line.
+/// Picks the warehouse with the most available units for each line that has none yet (one
+/// query for all of them) and remembers it on the line; a line whose SKU has no stock level
+/// anywhere keeps none.
+async fn place_lines(tx: &TenantTx, lines: &mut [StockLine]) -> ServiceResult<()> {
+    let open: Vec<Uuid> = lines
+        .iter()
+        .filter(|l| l.warehouse.is_none() && !l.refunded)
+        .map(|l| l.sku)
+        .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    let mut best: HashMap<Uuid, Uuid> = HashMap::new();
+    for r in tx
+        .query_all_raw(stmt(
+            "SELECT DISTINCT ON (sku_id) sku_id, warehouse_id FROM inventory_levels
+             WHERE tenant_id = $1 AND sku_id = ANY($2)
+             ORDER BY sku_id, on_hand - reserved - held DESC, warehouse_id",
+            vec![tx.tenant().0.into(), open.into()],
+        ))
+        .await?
+    {
+        best.insert(r.try_get("", "sku_id")?, r.try_get("", "warehouse_id")?);
+    }
+    let mut ids = Vec::new();
+    let mut whs = Vec::new();
+    for l in lines
+        .iter_mut()
+        .filter(|l| l.warehouse.is_none() && !l.refunded)
+    {
+        if let Some(w) = best.get(&l.sku) {
+            l.warehouse = Some(*w);
+            ids.push(l.id);
+            whs.push(*w);
+        }
+    }
+    if !ids.is_empty() {
+        tx.execute_raw(stmt(
+            "UPDATE order_lines l SET warehouse_id = x.w
+             FROM unnest($2::uuid[], $3::uuid[]) AS x(id, w)
+             WHERE l.tenant_id = $1 AND l.id = x.id",
+            vec![tx.tenant().0.into(), ids.into(), whs.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Reserves the order's mapped lines from the warehouses `place_lines` chose. `Err(sku)` when
+/// the pool cannot cover a line (or the SKU has no stock level at all).
 async fn reserve_for(
     core: &Core,
     ctx: &RequestCtx,
@@ -623,39 +686,17 @@ async fn reserve_for(
     campaign: Option<String>,
     lines: &[StockLine],
 ) -> ServiceResult<Result<Uuid, Uuid>> {
-    let wanted: Vec<&StockLine> = lines.iter().filter(|l| !l.refunded).collect();
-    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
-    let mut plan = Vec::with_capacity(wanted.len());
-    for l in &wanted {
-        let wh = match l.warehouse {
-            Some(w) => Some(w),
-            None => tx
-                .query_one_raw(stmt(
-                    "SELECT warehouse_id FROM inventory_levels WHERE tenant_id = $1 AND sku_id = $2
-                     ORDER BY on_hand - reserved - held DESC, warehouse_id LIMIT 1",
-                    vec![ctx.tenant.0.into(), l.sku.into()],
-                ))
-                .await?
-                .map(|r| r.try_get::<Uuid>("", "warehouse_id"))
-                .transpose()?,
-        };
-        let Some(wh) = wh else {
+    let mut plan = Vec::with_capacity(lines.len());
+    for l in lines.iter().filter(|l| !l.refunded) {
+        let Some(wh) = l.warehouse else {
             return Ok(Err(l.sku));
         };
-        if l.warehouse.is_none() {
-            tx.execute_raw(stmt(
-                "UPDATE order_lines SET warehouse_id = $3 WHERE tenant_id = $1 AND id = $2",
-                vec![ctx.tenant.0.into(), l.id.into(), wh.into()],
-            ))
-            .await?;
-        }
         plan.push(Line {
             sku: l.sku,
             warehouse: wh,
             quantity: l.quantity,
         });
     }
-    tx.commit().await?;
     if plan.is_empty() {
         // Nothing mapped (or everything refunded): an empty reservation is not needed.
         return Ok(Ok(Uuid::nil()));
@@ -693,25 +734,6 @@ async fn confirm_for(core: &Core, ctx: &RequestCtx, rid: Uuid) -> ServiceResult<
         Ok(_) | Err(ServiceError::Conflict { .. }) => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-async fn reservation_of(
-    core: &Core,
-    tenant: TenantId,
-    order: Uuid,
-) -> ServiceResult<Option<(Uuid, String)>> {
-    let tx = TenantTx::begin(&core.db, tenant).await?;
-    let row = tx
-        .query_one_raw(stmt(
-            "SELECT id, status FROM reservations WHERE tenant_id = $1 AND owner_kind = 'ORDER' AND owner_id = $2",
-            vec![tenant.0.into(), order.to_string().into()],
-        ))
-        .await?;
-    tx.commit().await?;
-    Ok(match row {
-        Some(r) => Some((r.try_get("", "id")?, r.try_get("", "status")?)),
-        None => None,
-    })
 }
 
 // ---------------------------------------------------------------- queries ---

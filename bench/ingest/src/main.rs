@@ -125,6 +125,10 @@ async fn round(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ingest = started.elapsed().as_secs_f64();
+    eprintln!(
+        "  {tag}: {} orders in Postgres after {ingest:.2} s; settling stock…",
+        3 * per_platform
+    );
     loop {
         if count(core, "SELECT count(*) AS n FROM orders WHERE stock_dirty").await == 0 {
             break;
@@ -167,7 +171,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.database_url = url;
     cfg.namespace = db_name.clone();
     cfg.queue_expires_ms = Some(60_000);
-    cfg.channel_sync_every_ms = 200;
+    // The production default (UPHUB_CHANNEL_SYNC_EVERY_MS): every round re-lists its overlap,
+    // so a shorter interval would mostly measure re-listing the backlog.
+    cfg.channel_sync_every_ms = 5000;
     cfg.channel_timeout_ms = 2000;
     let core = Core::connect(cfg).await?;
     let session = uphub_services::identity::tenant_signup(
