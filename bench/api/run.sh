@@ -11,6 +11,9 @@
 #   BENCH_LISTEN=127.0.0.1:18080          where the bench server listens
 #   BENCH_REDIS_URL=redis://127.0.0.1:6379/0
 #   BENCH_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f
+#   UPHUB_BENCH_BIN=/path/to/uphub      bench this binary as is (no cargo build),
+#                                       e.g. a copy of an earlier build, to compare
+#                                       two builds back to back on the same machine
 #
 # Uses a fresh database uphub_bench_<timestamp> (also the Redis/RabbitMQ
 # namespace) and removes it afterwards. Results: bench/results/api-<timestamp>.txt
@@ -29,7 +32,7 @@ WARMUP="${WARMUP:-2}"
 WRK_THREADS="${WRK_THREADS:-2}"
 WRK_CONNECTIONS="${WRK_CONNECTIONS:-64}"
 
-BIN="${CARGO_TARGET_DIR:-target}/release/uphub"
+BIN="${UPHUB_BENCH_BIN:-${CARGO_TARGET_DIR:-target}/release/uphub}"
 case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 
 RESULTS_DIR="$ROOT/bench/results"
@@ -80,9 +83,13 @@ trap 'exit 143' TERM
 
 scripts/services-up.sh --bench
 
-command -v cargo >/dev/null 2>&1 || die "cargo not found"
-say "building: cargo build --release -p uphub-api"
-cargo build --release -p uphub-api
+if [ -n "${UPHUB_BENCH_BIN:-}" ]; then
+  say "benchmarking $BIN as is (UPHUB_BENCH_BIN; no build)"
+else
+  command -v cargo >/dev/null 2>&1 || die "cargo not found"
+  say "building: cargo build --release -p uphub-api"
+  cargo build --release -p uphub-api
+fi
 [ -x "$BIN" ] || die "binary not found at $BIN"
 
 export UPHUB_ENV=dev
@@ -255,7 +262,7 @@ SUMMARY_RC=$?
 set -e
 
 {
-  echo "UpHub API benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  git ${GIT_REV}"
+  echo "UpHub API benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)  git ${GIT_REV}${UPHUB_BENCH_BIN:+  binary ${BIN}}"
   echo "host: $(uname -srm), $(nproc) CPUs; wrk -t${WRK_THREADS} -c${WRK_CONNECTIONS} -d${DURATION}s (warm-up ${WARMUP}s); server RUST_LOG=warn, release build"
   echo
   cat "$WORK/summary.txt"

@@ -1,5 +1,8 @@
 //! Tenants and sessions: signup, login, rotating refresh tokens, logout, `me`.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use anyhow::Context;
 use chrono::Duration as ChronoDuration;
 use sea_orm::{
@@ -10,7 +13,7 @@ use serde_json::json;
 use uphub_domain::identity::{Email, Password, Role, Slug, parse_display_name};
 use uphub_domain::pii::{mask_email, normalize_email};
 use uphub_entities::{refresh_token, staff_user, tenant};
-use uphub_tenants::{APP_ROLE, RequestCtx, TenantId, TenantTx, UserId};
+use uphub_tenants::{APP_ROLE, Principal, RequestCtx, TenantId, TenantTx, UserId};
 use uuid::Uuid;
 
 use crate::auth::{REFRESH_PREFIX, compose_token, issue_access_token, sha256, split_token};
@@ -402,12 +405,86 @@ pub struct Me {
     pub tenant: tenant::Model,
 }
 
+/// How long a cached `me` may be served at most, whatever the token: bounds staleness for
+/// changes that do not revoke tokens (none today; e.g. an operator editing rows by hand).
+pub const ME_CACHE_MAX_AGE_MS: i64 = 10_000;
+const ME_CACHE_CAPACITY: usize = 10_000;
+
+struct CachedMe {
+    /// Our clock just before the row was read: the row reflects every commit before then.
+    read_at_ms: i64,
+    me: Me,
+}
+
+/// `me` per process. Everything it shows is immutable (e-mail, tenant id/slug/name) except a
+/// staff member's roles and status, and every change of those sets the user's revocation
+/// marker *after* committing (staff::update_roles, staff::deactivate), so a token that passed
+/// the revocation check (ratelimit::charge, run by schema::Protection before every operation
+/// executes) was issued after the last such change. An entry read at or after the
+/// token's issue time therefore already shows it: a role change is visible on the very next
+/// request of the new token, and the old token is refused. Keyed by tenant and user; tenant ids
+/// are unique across databases, so instances sharing a process never share entries.
+static ME_CACHE: LazyLock<Mutex<HashMap<(TenantId, UserId), CachedMe>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn me_cached(tenant: TenantId, user: UserId, issued_at_ms: i64, now_ms: i64) -> Option<Me> {
+    let cache = ME_CACHE.lock().ok()?;
+    let e = cache.get(&(tenant, user))?;
+    let fresh = e.read_at_ms >= issued_at_ms
+        && now_ms.saturating_sub(e.read_at_ms) < ME_CACHE_MAX_AGE_MS
+        && e.read_at_ms <= now_ms;
+    fresh.then(|| e.me.clone())
+}
+
+fn me_store(tenant: TenantId, user: UserId, read_at_ms: i64, me: &Me) {
+    if let Ok(mut cache) = ME_CACHE.lock() {
+        // A full cache is cleared rather than tracked: simple, and bounded.
+        if cache.len() >= ME_CACHE_CAPACITY && !cache.contains_key(&(tenant, user)) {
+            cache.clear();
+        }
+        let newer = cache
+            .get(&(tenant, user))
+            .is_none_or(|e| e.read_at_ms <= read_at_ms);
+        if newer {
+            cache.insert(
+                (tenant, user),
+                CachedMe {
+                    read_at_ms,
+                    me: me.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// Forgets this process's cached `me` of a user (tests, and writers that want it gone at once).
+pub fn me_forget(tenant: TenantId, user: UserId) {
+    if let Ok(mut cache) = ME_CACHE.lock() {
+        cache.remove(&(tenant, user));
+    }
+}
+
 pub async fn me(core: &Core, ctx: &RequestCtx) -> ServiceResult<Me> {
-    let Some(user_id) = ctx.principal.user_id() else {
+    let Principal::Staff {
+        user_id,
+        issued_at_ms,
+        ..
+    } = ctx.principal
+    else {
         return Err(ServiceError::forbidden(
             "me is only for staff sessions; API keys use `tenant`",
         ));
     };
+    let read_at_ms = core.now().timestamp_millis();
+    if let Some(me) = me_cached(ctx.tenant, user_id, issued_at_ms, read_at_ms) {
+        return Ok(me);
+    }
+    let me = me_read(core, ctx, user_id).await?;
+    me_store(ctx.tenant, user_id, read_at_ms, &me);
+    Ok(me)
+}
+
+async fn me_read(core: &Core, ctx: &RequestCtx, user_id: UserId) -> ServiceResult<Me> {
     // The hot path of every client start-up: one round trip (see `tenant_read`); the ids are
     // typed UUIDs rendered as literals.
     let rows = uphub_tenants::tenant_read(
@@ -464,4 +541,45 @@ pub async fn current_tenant(core: &Core, ctx: &RequestCtx) -> ServiceResult<tena
         .ok_or(ServiceError::NotFound)?;
     tx.commit().await?;
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(tenant: TenantId, user: UserId) -> Me {
+        Me {
+            user_id: user.0,
+            email: "a@b.test".into(),
+            roles: vec![Role::Operator],
+            tenant: tenant::Model {
+                id: tenant.0,
+                slug: "s".into(),
+                name: "n".into(),
+                status: "ACTIVE".into(),
+                created_at: chrono::Utc::now().into(),
+            },
+        }
+    }
+
+    #[test]
+    fn a_cached_me_serves_only_tokens_issued_before_the_read_and_only_for_a_while() {
+        let (t, u) = (TenantId(Uuid::now_v7()), UserId(Uuid::now_v7()));
+        me_store(t, u, 1_000, &sample(t, u));
+        // Issued before (or at) the read: nothing changed since, served.
+        assert!(me_cached(t, u, 900, 1_500).is_some());
+        assert!(me_cached(t, u, 1_000, 1_500).is_some());
+        // Issued after the read, e.g. after a role change revoked the older tokens: read again.
+        assert!(me_cached(t, u, 1_001, 1_500).is_none());
+        // Never older than the bound, whatever the token.
+        assert!(me_cached(t, u, 900, 1_000 + ME_CACHE_MAX_AGE_MS).is_none());
+        // Another user or tenant never sees the entry.
+        assert!(me_cached(t, UserId(Uuid::now_v7()), 900, 1_500).is_none());
+        assert!(me_cached(TenantId(Uuid::now_v7()), u, 900, 1_500).is_none());
+        // An older read never replaces a newer one.
+        me_store(t, u, 500, &sample(t, u));
+        assert!(me_cached(t, u, 1_000, 1_500).is_some());
+        me_forget(t, u);
+        assert!(me_cached(t, u, 900, 1_500).is_none());
+    }
 }

@@ -581,3 +581,56 @@ async fn an_api_key_stops_working_when_its_creator_is_deactivated() {
         "{after:?}"
     );
 }
+
+/// `me` is cached per process (services::identity::me); a role change must still show on the
+/// very next request, with no wait: the old token is refused and the new one reads afresh.
+#[tokio::test]
+async fn me_shows_changed_roles_on_the_next_request_although_it_was_cached() {
+    let mut app = spawn_app().await;
+    app.start_worker(RelayFaults::default()).await;
+    app.invite(&app.a.token, "cached@alpha.test", &["OPERATOR"])
+        .await;
+    let mails = app.sink.wait_for(1).await;
+    let member = app.accept_invite(&mails[0], "cached-password-1").await;
+    // Prime the cache: several reads with the same token.
+    for _ in 0..3 {
+        let me = app.gql(Some(&member), ME, json!({})).await;
+        assert_eq!(me["data"]["me"]["roles"], json!(["OPERATOR"]), "{me}");
+        assert_eq!(me["data"]["me"]["email"], "cached@alpha.test", "{me}");
+    }
+    let id = app.gql(Some(&member), "{ me { id } }", json!({})).await["data"]["me"]["id"].clone();
+    let q = "mutation($i: StaffUpdateRolesInput!) { staffUpdateRoles(input: $i) { userErrors { code } } }";
+    let changed = app
+        .gql(
+            Some(&app.a.token),
+            q,
+            json!({"i": {"id": id, "roles": ["FINANCE"]}}),
+        )
+        .await;
+    assert_eq!(
+        changed["data"]["staffUpdateRoles"]["userErrors"],
+        json!([]),
+        "{changed}"
+    );
+    // The cached entry is never served to the old token: it is refused outright.
+    let old = app.gql(Some(&member), ME, json!({})).await;
+    assert_eq!(code(&old), "UNAUTHENTICATED", "{old}");
+    let fresh = app
+        .login(&app.a.slug, "cached@alpha.test", "cached-password-1")
+        .await["data"]["login"]["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let me = app.gql(Some(&fresh), ME, json!({})).await;
+    assert_eq!(me["data"]["me"]["roles"], json!(["FINANCE"]), "{me}");
+    // Deactivation: the cached ACTIVE row never lets the member back in.
+    let d = app
+        .gql(Some(&app.a.token), "mutation($i: StaffDeactivateInput!) { staffDeactivate(input: $i) { userErrors { code } } }", json!({"i": {"id": id}}))
+        .await;
+    assert_eq!(d["data"]["staffDeactivate"]["userErrors"], json!([]), "{d}");
+    let gone = app.gql(Some(&fresh), ME, json!({})).await;
+    assert_eq!(code(&gone), "UNAUTHENTICATED", "{gone}");
+    // The other tenant's owner still sees only its own `me`.
+    let b = app.gql(Some(&app.b.token), ME, json!({})).await;
+    assert_eq!(b["data"]["me"]["email"], app.b.owner_email, "{b}");
+}
