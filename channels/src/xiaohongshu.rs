@@ -22,7 +22,7 @@ use crate::sign::xhs_sign;
 use crate::{ChannelError, Credentials, Marketplace, Window};
 
 /// Order details fetched per window pull at most (see `fetch_window`).
-const DETAILS_PER_PULL: usize = 600;
+const DETAILS_PER_PULL: usize = 200;
 /// List pages requested at once.
 const LIST_CONCURRENCY: usize = 4;
 
@@ -461,12 +461,20 @@ impl XiaohongshuShop {
         let more = ids.len() > max_details;
         let ids: Vec<String> = ids.into_iter().take(max_details).collect();
         // Boxed futures collected first: a closure inside the stream trips the `Send` check of
-        // the async-trait future (higher-ranked lifetimes).
-        let details: Vec<_> = ids.iter().map(|id| self.order(id)).collect();
-        let results: Vec<Result<ChannelOrder, ChannelError>> = stream::iter(details)
-            .buffered(self.detail_concurrency)
+        // the async-trait future (higher-ranked lifetimes). Unordered: one call stuck in a
+        // timeout or back-off must not hold the others (the caller dedupes by newest anyway).
+        let details: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| async move { (n, self.order(id).await) })
+            .collect();
+        let mut results: Vec<(usize, Result<ChannelOrder, ChannelError>)> = stream::iter(details)
+            .buffer_unordered(self.detail_concurrency)
             .collect()
             .await;
+        // Back in listing order (last page first).
+        results.sort_by_key(|(n, _)| *n);
+        let results = results.into_iter().map(|(_, r)| r);
         let mut orders = Vec::with_capacity(results.len());
         let mut error = None;
         for r in results {
