@@ -1258,7 +1258,18 @@ fn address_from_row(
     tenant: TenantId,
     r: &QueryResult,
 ) -> ServiceResult<BuyerAddress> {
-    let id: Uuid = r.try_get("", "id")?;
+    address_from_columns(dek, tenant, r, "id", "created_at")
+}
+
+/// An address from a row whose id and creation time may carry other names (a join's aliases).
+pub(crate) fn address_from_columns(
+    dek: &DataKey,
+    tenant: TenantId,
+    r: &QueryResult,
+    id_column: &str,
+    created_column: &str,
+) -> ServiceResult<BuyerAddress> {
+    let id: Uuid = r.try_get("", id_column)?;
     let open = |column: &str| -> ServiceResult<String> {
         let ct: Vec<u8> = r.try_get("", &format!("{column}_ct"))?;
         dek.decrypt(&ct, &address_aad(tenant, column, id))
@@ -1274,7 +1285,7 @@ fn address_from_row(
         district: r.try_get("", "district")?,
         is_default: r.try_get("", "is_default")?,
         created_at: r
-            .try_get::<DateTime<chrono::FixedOffset>>("", "created_at")?
+            .try_get::<DateTime<chrono::FixedOffset>>("", created_column)?
             .to_utc(),
     })
 }

@@ -431,7 +431,13 @@ async fn place_read(
         return Err(invalid("addressId", "no such address"));
     }
     let dek = crate::pii::data_key(core, tx).await?;
-    let address = address_from(&dek, tenant, head)?;
+    let address = crate::buyers::address_from_columns(
+        &dek,
+        tenant,
+        head,
+        "address_id",
+        "address_created_at",
+    )?;
 
     let mut priced = Vec::with_capacity(lines.len());
     for l in lines {
@@ -471,37 +477,6 @@ async fn place_read(
         address,
         dek,
         priced,
-    })
-}
-
-/// The buyer's address from the head row; sealed as `buyers` seals it (the same AAD:
-/// tenant, `buyer_addresses.<column>:<id>`).
-fn address_from(
-    dek: &uphub_domain::pii::DataKey,
-    tenant: TenantId,
-    r: &sea_orm::QueryResult,
-) -> ServiceResult<crate::buyers::BuyerAddress> {
-    let id: Uuid = r.try_get("", "address_id")?;
-    let open = |column: &str| -> ServiceResult<String> {
-        let ct: Vec<u8> = r.try_get("", &format!("{column}_ct"))?;
-        dek.decrypt(
-            &ct,
-            &crate::pii::aad(tenant, &format!("buyer_addresses.{column}:{id}")),
-        )
-        .map_err(|e| anyhow::anyhow!("decrypting buyer_addresses.{column} of {id}: {e}").into())
-    };
-    Ok(crate::buyers::BuyerAddress {
-        id,
-        receiver_name: open("name")?,
-        receiver_phone: open("phone")?,
-        detail: open("detail")?,
-        province: r.try_get("", "province")?,
-        city: r.try_get("", "city")?,
-        district: r.try_get("", "district")?,
-        is_default: r.try_get("", "is_default")?,
-        created_at: r
-            .try_get::<DateTime<chrono::FixedOffset>>("", "address_created_at")?
-            .to_utc(),
     })
 }
 
