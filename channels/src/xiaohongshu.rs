@@ -159,7 +159,14 @@ pub struct XiaohongshuShop {
     creds: Mutex<Credentials>,
     refreshing: tokio::sync::Mutex<()>,
     detail_concurrency: usize,
+    /// The last window listed and what it listed. A busy window is worked off in several pulls
+    /// of one adapter (one sync round); they list it once, not once per piece. An order changed
+    /// after the listing carries a newer modified time, which falls in a later window.
+    listing: Mutex<Option<(Window, Vec<Listed>)>>,
 }
+
+/// An order id from `order.getOrderList` with its update time.
+type Listed = (String, Option<DateTime<Utc>>);
 
 impl XiaohongshuShop {
     pub fn new(creds: Credentials, config: HttpConfig) -> Result<Self, ChannelError> {
@@ -168,6 +175,7 @@ impl XiaohongshuShop {
             creds: Mutex::new(creds),
             refreshing: tokio::sync::Mutex::new(()),
             detail_concurrency: DEFAULT_DETAIL_CONCURRENCY,
+            listing: Mutex::new(None),
         })
     }
 
@@ -415,14 +423,9 @@ impl Marketplace for XiaohongshuShop {
 }
 
 impl XiaohongshuShop {
-    /// Lists the window and fetches at most `max_details` order details not already `known`.
-    async fn pull(
-        &self,
-        window: Window,
-        known: &HashMap<String, DateTime<Utc>>,
-        max_details: usize,
-    ) -> Result<crate::WindowFetch, ChannelError> {
-        let mut listed: Vec<(String, Option<DateTime<Utc>>)> = Vec::new();
+    /// Every order id of the window with its update time, each once.
+    async fn list_window(&self, window: Window) -> Result<Vec<Listed>, ChannelError> {
+        let mut listed: Vec<Listed> = Vec::new();
         for w in split_window(window, TimeDelta::minutes(MAX_WINDOW_MINUTES)) {
             let first = self.list_page(w, 1).await?;
             let last = last_page(&first);
@@ -447,6 +450,32 @@ impl XiaohongshuShop {
         }
         let mut seen = std::collections::HashSet::new();
         listed.retain(|(id, _)| seen.insert(id.clone()));
+        Ok(listed)
+    }
+
+    /// Lists the window (once per window per adapter) and fetches at most `max_details` order details not already `known`.
+    async fn pull(
+        &self,
+        window: Window,
+        known: &HashMap<String, DateTime<Utc>>,
+        max_details: usize,
+    ) -> Result<crate::WindowFetch, ChannelError> {
+        let cached = self
+            .listing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .filter(|(w, _)| *w == window)
+            .map(|(_, l)| l.clone());
+        let listed = match cached {
+            Some(l) => l,
+            None => {
+                let l = self.list_window(window).await?;
+                *self.listing.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((window, l.clone()));
+                l
+            }
+        };
         // The list says when each order last changed: a detail we already hold is not fetched again.
         let ids: Vec<String> = listed
             .into_iter()

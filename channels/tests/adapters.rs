@@ -717,6 +717,38 @@ async fn xiaohongshu_pages_from_the_last_page_back_and_fetches_every_detail() {
 }
 
 #[tokio::test]
+async fn xiaohongshu_works_off_a_busy_window_in_pieces_and_lists_it_once() {
+    let (p, base) = platform(xhs_platform(450)).await;
+    let shop = XiaohongshuShop::new(creds(&base), config()).unwrap();
+    let w = window(20);
+    let mut known = HashMap::new();
+    let mut pieces = Vec::new();
+    loop {
+        let got = shop.fetch_window(w, &known).await.unwrap();
+        assert!(got.error.is_none());
+        pieces.push(got.orders.len());
+        for o in &got.orders {
+            known.insert(o.platform_order_id.clone(), o.modified_at);
+        }
+        if got.complete {
+            break;
+        }
+    }
+    assert_eq!(pieces, [200, 200, 50]);
+    assert_eq!(known.len(), 450);
+    // One listing (1 + 5 pages) for the three pieces; each detail fetched once.
+    assert_eq!(p.calls("order.getOrderList").len(), 6);
+    assert_eq!(p.calls("order.getOrderDetail").len(), 450);
+    // Another window is listed afresh.
+    let later = Window {
+        start: w.end,
+        end: w.end + chrono::TimeDelta::minutes(5),
+    };
+    shop.fetch_window(later, &known).await.unwrap();
+    assert_eq!(p.calls("order.getOrderList").len(), 12);
+}
+
+#[tokio::test]
 async fn xiaohongshu_splits_windows_and_backs_off_after_a_throttle_and_a_502() {
     let (p, base) = platform(xhs_platform(2)).await;
     p.fault(Fault::Answer(

@@ -4,6 +4,7 @@
 //! advances the cursor. The bus delivers them to the ingest consumer (retries, dead letters);
 //! the upsert there is idempotent, so re-fetched overlap and redeliveries change nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -303,8 +304,16 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
     let mut total = 0;
     let jobs = leased.into_iter().map(|l| async move {
         // Whatever a platform or the network does, one round never holds the loop for long.
-        let r = match tokio::time::timeout(SYNC_DEADLINE, sync_one(core, worker, &l)).await {
+        let progress = AtomicUsize::new(0);
+        let r = match tokio::time::timeout(SYNC_DEADLINE, sync_one(core, worker, &l, &progress))
+            .await
+        {
             Ok(r) => r,
+            // Cut while working off a busy window: what it committed stays, the cursor is
+            // where the last finished window left it, and the next round goes on from there.
+            Err(_) if progress.load(Ordering::Relaxed) > 0 => {
+                Err(SyncError::CutShort(progress.load(Ordering::Relaxed)))
+            }
             Err(_) => Err(SyncError::Channel(ChannelError::Unavailable(format!(
                 "sync round exceeded {SYNC_DEADLINE:?}"
             )))),
@@ -314,6 +323,16 @@ pub async fn sync_due(core: &Core, worker: Uuid, every: Duration) -> ServiceResu
     for (l, r) in futures_util::future::join_all(jobs).await {
         match r {
             Ok(n) => total += n,
+            Err(SyncError::CutShort(n)) => {
+                total += n;
+                core.db
+                    .execute_raw(stmt(
+                        "UPDATE channel_connections SET lease_owner = NULL, lease_until = NULL
+                         WHERE tenant_id = $1 AND channel_id = $2 AND lease_owner = $3",
+                        vec![l.tenant.0.into(), l.channel.into(), worker.into()],
+                    ))
+                    .await?;
+            }
             Err(e) => {
                 let (status, msg) = match &e {
                     SyncError::Channel(ChannelError::Auth(m)) => ("AUTH_FAILED", m.clone()),
@@ -351,6 +370,9 @@ enum SyncError {
     Service(#[from] ServiceError),
     #[error("lease lost")]
     LeaseLost,
+    /// The round hit its deadline after committing this many orders.
+    #[error("sync round cut short after {0} orders")]
+    CutShort(usize),
 }
 
 impl From<sea_orm::DbErr> for SyncError {
@@ -388,7 +410,12 @@ pub(crate) fn open_credentials(
     Ok(serde_json::from_str(&plain).map_err(anyhow::Error::from)?)
 }
 
-async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncError> {
+async fn sync_one(
+    core: &Core,
+    worker: Uuid,
+    l: &Leased,
+    progress: &AtomicUsize,
+) -> Result<usize, SyncError> {
     let tx = TenantTx::begin(&core.db, l.tenant).await?;
     let dek = crate::pii::data_key(core, &tx).await?;
     tx.commit().await?;
@@ -402,6 +429,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
     };
     let mut cursor = l.cursor;
     let mut fetched = 0usize;
+    let mut unfinished: Option<DateTime<Utc>> = None;
     let budget = std::time::Instant::now();
     loop {
         let horizon = core.now() - chrono::Duration::from_std(SETTLE_LAG).unwrap_or_default();
@@ -411,9 +439,11 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
             .min(Duration::from_secs(l.window_secs.max(1) as u64))
             .max(SETTLE_LAG);
         let start = cursor - chrono::Duration::from_std(overlap).unwrap_or_default();
-        let end = (cursor
-            + chrono::Duration::seconds(l.window_secs.clamp(1, MAX_WINDOW_SECS) as i64))
-        .min(horizon);
+        // A window being worked off in pieces keeps its end, so the adapter's listing holds.
+        let end = unfinished.take().unwrap_or_else(|| {
+            (cursor + chrono::Duration::seconds(l.window_secs.clamp(1, MAX_WINDOW_SECS) as i64))
+                .min(horizon)
+        });
         if end <= cursor {
             break;
         }
@@ -450,6 +480,7 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
             let piece = seal(core, l, &dek, adapter.as_ref(), orders).await?;
             fetched += piece.len();
             commit_window(core, worker, l, &piece, cursor).await?;
+            progress.fetch_add(piece.len(), Ordering::Relaxed);
             orders = rest;
         }
         let fetched_orders = seal(core, l, &dek, adapter.as_ref(), orders).await?;
@@ -457,14 +488,19 @@ async fn sync_one(core: &Core, worker: Uuid, l: &Leased) -> Result<usize, SyncEr
         if !pulled.complete {
             // Keep what arrived (idempotent downstream), but do not pass the window.
             commit_window(core, worker, l, &fetched_orders, cursor).await?;
+            progress.fetch_add(fetched_orders.len(), Ordering::Relaxed);
             match pulled.error {
                 Some(e) => return Err(e.into()),
                 // More of the same window to fetch.
-                None if budget.elapsed() < Duration::from_secs(40) => continue,
+                None if budget.elapsed() < Duration::from_secs(40) => {
+                    unfinished = Some(end);
+                    continue;
+                }
                 None => break,
             }
         }
         commit_window(core, worker, l, &fetched_orders, end).await?;
+        progress.fetch_add(fetched_orders.len().max(1), Ordering::Relaxed);
         if !hints.is_empty() {
             let ids: Vec<String> = hints.iter().map(|h| h.message_id.clone()).collect();
             adapter.confirm_hints(&ids).await?;

@@ -43,6 +43,8 @@ pub struct Core {
     /// Per marketplace connection: the order versions this process handed to the bus lately
     /// (an optimization only: a pull skips them; the upsert would find them stale anyway).
     pub(crate) sent_versions: Arc<Mutex<HashMap<uuid::Uuid, crate::channel_sync::SentVersions>>>,
+    /// The flash-sale ticket publisher's confirm-mode channel on this instance's connection.
+    pub(crate) ticket_channel: Arc<tokio::sync::Mutex<Option<lapin::Channel>>>,
 }
 
 impl Core {
@@ -90,6 +92,7 @@ impl Core {
             stock_breaker: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             deks: Arc::new(Mutex::new(HashMap::new())),
             sent_versions: Arc::new(Mutex::new(HashMap::new())),
+            ticket_channel: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 

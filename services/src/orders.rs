@@ -408,6 +408,7 @@ pub async fn publish_live(core: &Core, tenant: TenantId, events: &[LiveOrderEven
 // ------------------------------------------------------------------ stock ---
 
 struct StockLine {
+    order: Uuid,
     id: Uuid,
     sku: Uuid,
     warehouse: Option<Uuid>,
@@ -433,22 +434,192 @@ pub async fn settle_dirty(core: &Core, batch: u64) -> ServiceResult<usize> {
             r.try_get::<Uuid>("", "id")?,
         ));
     }
+    // The common case (a paid order, nothing held yet) is settled in one batch per tenant;
+    // the rest, and whatever the batch leaves, order by order.
+    let mut by_tenant: HashMap<TenantId, Vec<Uuid>> = HashMap::new();
+    for (t, id) in todo {
+        by_tenant.entry(t).or_default().push(id);
+    }
+    let mut done = 0usize;
+    let mut todo = Vec::new();
+    for (tenant, ids) in by_tenant {
+        match settle_many(core, tenant, &ids).await {
+            Ok((n, rest)) => {
+                done += n;
+                todo.extend(rest.into_iter().map(|id| (tenant, id)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %tenant, "batch stock settle failed; settling alone");
+                todo.extend(ids.into_iter().map(|id| (tenant, id)));
+            }
+        }
+    }
     // Distinct orders settle side by side: each one's steps are short transactions of its own.
     use futures_util::StreamExt;
-    let done = futures_util::stream::iter(todo)
-        .map(|(tenant, id)| async move {
-            match settle(core, tenant, id).await {
-                Ok(()) => 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, order = %id, "stock settle failed; will retry");
-                    0
+    let done = done
+        + futures_util::stream::iter(todo)
+            .map(|(tenant, id)| async move {
+                match settle(core, tenant, id).await {
+                    Ok(()) => 1,
+                    Err(e) => {
+                        tracing::warn!(error = %e, order = %id, "stock settle failed; will retry");
+                        0
+                    }
                 }
-            }
-        })
-        .buffer_unordered(SETTLE_CONCURRENCY)
-        .fold(0usize, |n, x| async move { n + x })
-        .await;
+            })
+            .buffer_unordered(SETTLE_CONCURRENCY)
+            .fold(0usize, |n, x| async move { n + x })
+            .await;
     Ok(done)
+}
+
+/// An order a batch settles: (id, status, stock state, version).
+type Pending = (Uuid, OrderStatus, StockState, i32);
+
+/// Settles, in a few statements for all of them, the orders of `ids` that are paid and hold
+/// nothing yet (the bulk of what marketplace ingestion brings): lines placed, ONE engine call
+/// ([`reservation::reserve_many`]), one transaction recording the results. Returns how many it
+/// settled and the orders left to [`settle`] (any other step, a campaign, a short or unmapped
+/// line, or anything the engine did not decide in the batch).
+async fn settle_many(
+    core: &Core,
+    tenant: TenantId,
+    ids: &[Uuid],
+) -> ServiceResult<(usize, Vec<Uuid>)> {
+    let ctx = RequestCtx::system(tenant, "order-stock");
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let rows = tx
+        .query_all_raw(stmt(
+            "SELECT o.id, o.status, o.stock_state, o.version, o.campaign, r.id AS rid
+             FROM orders o
+             LEFT JOIN reservations r ON r.tenant_id = o.tenant_id AND r.owner_kind = 'ORDER'
+               AND r.owner_id = o.id::text
+             WHERE o.tenant_id = $1 AND o.id = ANY($2)",
+            vec![tenant.0.into(), ids.to_vec().into()],
+        ))
+        .await?;
+    let mut batch: Vec<Pending> = Vec::new();
+    for r in &rows {
+        let status = OrderStatus::parse(&r.try_get::<String>("", "status")?);
+        let state = StockState::parse(&r.try_get::<String>("", "stock_state")?);
+        let (Some(status), Some(state)) = (status, state) else {
+            continue;
+        };
+        let plain = r.try_get::<Option<String>>("", "campaign")?.is_none()
+            && r.try_get::<Option<Uuid>>("", "rid")?.is_none();
+        if plain && stock_step(state, status) == StockStep::Reserve {
+            batch.push((
+                r.try_get("", "id")?,
+                status,
+                state,
+                r.try_get("", "version")?,
+            ));
+        }
+    }
+    if batch.is_empty() {
+        tx.commit().await?;
+        return Ok((0, ids.to_vec()));
+    }
+    let order_ids: Vec<Uuid> = batch.iter().map(|b| b.0).collect();
+    let mut lines = stock_lines(&tx, &order_ids).await?;
+    place_lines(&tx, &mut lines).await?;
+    tx.commit().await?;
+
+    // One request per order whose every open line has a warehouse.
+    let mut by_order: HashMap<Uuid, Vec<Line>> = HashMap::new();
+    let mut unplaced: HashSet<Uuid> = HashSet::new();
+    for l in lines.iter().filter(|l| !l.refunded) {
+        match l.warehouse {
+            Some(w) => by_order.entry(l.order).or_default().push(Line {
+                sku: l.sku,
+                warehouse: w,
+                quantity: l.quantity,
+            }),
+            None => {
+                unplaced.insert(l.order);
+            }
+        }
+    }
+    let asks: Vec<&Pending> = batch
+        .iter()
+        .filter(|b| by_order.contains_key(&b.0) && !unplaced.contains(&b.0))
+        .collect();
+    let reqs: Vec<ReserveRequest> = asks
+        .iter()
+        .map(|b| ReserveRequest {
+            owner_kind: "ORDER".into(),
+            owner_id: b.0.to_string(),
+            campaign: None,
+            lines: by_order.remove(&b.0).unwrap_or_default(),
+            ttl: MARKETPLACE_HOLD,
+        })
+        .collect();
+    let verdicts = reservation::reserve_many(core, &ctx, &reqs).await?;
+    let reserved: Vec<(&Pending, Uuid)> = asks
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(b, v)| match v {
+            reservation::Verdict::Reserved(r) => Some((*b, r.id)),
+            _ => None,
+        })
+        .collect();
+    let settled: HashSet<Uuid> = reserved.iter().map(|(b, _)| b.0).collect();
+    let rest: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !settled.contains(id))
+        .copied()
+        .collect();
+    if reserved.is_empty() {
+        return Ok((0, rest));
+    }
+
+    // The results, in one transaction (the reservations stand on their own: a crash here leaves
+    // the orders dirty, and `settle` finds their reservations and records them).
+    let tx = TenantTx::begin(&core.db, tenant).await?;
+    let to = StockState::Reserved.as_str();
+    let changed = tx
+        .query_all_raw(stmt(
+            "UPDATE orders o SET stock_state = $2,
+                stock_dirty = o.stock_dirty AND o.version <> x.v,
+                needs_attention = array_remove(o.needs_attention, 'STOCK_SHORT'),
+                updated_at = now()
+             FROM unnest($3::uuid[], $4::int[]) AS x(id, v)
+             WHERE o.tenant_id = $1 AND o.id = x.id
+             RETURNING o.id",
+            vec![
+                tenant.0.into(),
+                to.into(),
+                reserved.iter().map(|(b, _)| b.0).collect::<Vec<_>>().into(),
+                reserved.iter().map(|(b, _)| b.3).collect::<Vec<_>>().into(),
+            ],
+        ))
+        .await?;
+    let changed: HashSet<Uuid> = changed
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "id"))
+        .collect::<Result<_, _>>()?;
+    let mut events = Vec::with_capacity(reserved.len());
+    let mut live = Vec::with_capacity(reserved.len());
+    for ((order, status, state, _), rid) in reserved.iter().filter(|(b, _)| changed.contains(&b.0))
+    {
+        events.push(event_row(
+            *order,
+            "STOCK",
+            Some(state.as_str()),
+            Some(to),
+            json!({"reservation": rid}),
+        ));
+        crate::fulfillment::sync_order(core, &tx, *order, *status).await?;
+        live.push(LiveOrderEvent {
+            order_id: *order,
+            kind: "STOCK".into(),
+            status: status.as_str().into(),
+        });
+    }
+    insert_events(&tx, events).await?;
+    tx.commit().await?;
+    publish_live(core, tenant, &live).await;
+    Ok((changed.len(), rest))
 }
 
 pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult<()> {
@@ -481,7 +652,7 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
         Some(id) => Some((id, row.try_get("", "rstatus")?)),
         None => None,
     };
-    let mut lines = stock_lines(&tx, order).await?;
+    let mut lines = stock_lines(&tx, &[order]).await?;
     let step = stock_step(state, status);
     let reserving = matches!(
         step,
@@ -607,17 +778,20 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
     Ok(())
 }
 
-async fn stock_lines(tx: &TenantTx, order: Uuid) -> ServiceResult<Vec<StockLine>> {
+/// The mapped lines of `orders`, grouped by order in line order.
+async fn stock_lines(tx: &TenantTx, orders: &[Uuid]) -> ServiceResult<Vec<StockLine>> {
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT id, sku_id, warehouse_id, quantity, after_sales FROM order_lines
-             WHERE tenant_id = $1 AND order_id = $2 AND sku_id IS NOT NULL ORDER BY line_no",
-            vec![tx.tenant().0.into(), order.into()],
+            "SELECT order_id, id, sku_id, warehouse_id, quantity, after_sales FROM order_lines
+             WHERE tenant_id = $1 AND order_id = ANY($2) AND sku_id IS NOT NULL
+             ORDER BY order_id, line_no",
+            vec![tx.tenant().0.into(), orders.to_vec().into()],
         ))
         .await?;
     rows.iter()
         .map(|r| {
             Ok(StockLine {
+                order: r.try_get("", "order_id")?,
                 id: r.try_get("", "id")?,
                 sku: r.try_get("", "sku_id")?,
                 warehouse: r.try_get("", "warehouse_id")?,

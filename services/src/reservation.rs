@@ -152,6 +152,253 @@ pub async fn reserve(
     }
 }
 
+/// What [`reserve_many`] decided for one request.
+#[derive(Debug)]
+pub enum Verdict {
+    Reserved(Reservation),
+    SoldOut {
+        sku: Uuid,
+    },
+    /// Not decided here (a campaign request, Redis unavailable, a conflict or a drifted level
+    /// in the batch): the caller reserves it alone through [`reserve`].
+    Alone,
+}
+
+/// Reserves for many owners at once, all or nothing per owner: Redis admits each request's lines
+/// as [`reserve`] does; then ONE Postgres transaction commits every admitted request, with ONE
+/// guarded UPDATE per level for the sum of its requests (a hot SKU takes one row update per
+/// batch, not one per order). If any part of that transaction refuses (a drifted level, an owner
+/// that already holds a reservation), nothing of it stays, every admitted unit goes back to Redis
+/// and each of those requests is answered `Alone`. Campaign (hold) requests are `Alone` too.
+pub async fn reserve_many(
+    core: &Core,
+    ctx: &RequestCtx,
+    reqs: &[ReserveRequest],
+) -> ServiceResult<Vec<Verdict>> {
+    use futures_util::StreamExt;
+    let mut verdicts: Vec<Verdict> = reqs.iter().map(|_| Verdict::Alone).collect();
+    let mut plans: Vec<Option<Vec<Line>>> = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let raw: Vec<(Uuid, Uuid, i32)> = r
+            .lines
+            .iter()
+            .map(|l| (l.sku, l.warehouse, l.quantity))
+            .collect();
+        let ok = r.campaign.as_deref().is_none_or(|c| c.trim().is_empty())
+            && !r.owner_id.is_empty()
+            && r.owner_id.len() <= 128;
+        plans.push(match normalize_lines(&raw) {
+            Ok(lines) if ok => Some(
+                lines
+                    .into_iter()
+                    .map(|(sku, warehouse, quantity)| Line {
+                        sku,
+                        warehouse,
+                        quantity,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        });
+    }
+    // 1. Redis admission, request by request (a few in flight), each all or nothing.
+    // Futures collected first: a closure inside the stream trips the `Send` check of callers'
+    // futures (higher-ranked lifetimes).
+    let tenant = ctx.tenant;
+    let calls: Vec<_> = plans
+        .iter()
+        .enumerate()
+        .filter_map(|(n, p)| {
+            p.as_ref().map(|lines| async move {
+                let mut admitted = Vec::with_capacity(lines.len());
+                for line in lines {
+                    match admit_line(core, tenant, line, None).await {
+                        Ok(Some(a)) => admitted.push(a),
+                        Ok(None) => {
+                            compensate(core, tenant, &admitted).await;
+                            return (n, Err(Some(line.sku)));
+                        }
+                        Err(_) => {
+                            compensate(core, tenant, &admitted).await;
+                            return (n, Err(None));
+                        }
+                    }
+                }
+                (n, Ok(admitted))
+            })
+        })
+        .collect();
+    // Per request: its admitted lines, or the SKU that was sold out (None: Redis unavailable).
+    type Admission = (usize, Result<Vec<Admitted>, Option<Uuid>>);
+    let admissions: Vec<Admission> = futures_util::stream::iter(calls)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut admitted: Vec<(usize, Vec<Admitted>)> = Vec::new();
+    for (n, a) in admissions {
+        match a {
+            Ok(lines) => admitted.push((n, lines)),
+            Err(Some(sku)) => verdicts[n] = Verdict::SoldOut { sku },
+            Err(None) => {}
+        }
+    }
+    if admitted.is_empty() {
+        return Ok(verdicts);
+    }
+    admitted.sort_by_key(|(n, _)| *n);
+    // 2. Postgres decides the admitted requests together.
+    match commit_many(core, ctx, reqs, &admitted).await {
+        Ok((reservations, levels)) => {
+            for ((n, _), r) in admitted.iter().zip(reservations) {
+                verdicts[*n] = Verdict::Reserved(r);
+            }
+            stock_cache::publish_levels(core, ctx.tenant, &levels).await;
+        }
+        Err(e) => {
+            tracing::info!(error = %e, n = admitted.len(), "batch reservation refused; reserving alone");
+            for (_, a) in &admitted {
+                compensate(core, ctx.tenant, a).await;
+            }
+        }
+    }
+    Ok(verdicts)
+}
+
+/// The Postgres half of [`reserve_many`]: one statement inserts every reservation, line, ledger
+/// row and dirty mark (no hot lock yet); then one guarded UPDATE takes the summed units of every
+/// level. Any refusal rolls all of it back.
+async fn commit_many(
+    core: &Core,
+    ctx: &RequestCtx,
+    reqs: &[ReserveRequest],
+    admitted: &[(usize, Vec<Admitted>)],
+) -> ServiceResult<(Vec<Reservation>, Vec<LevelView>)> {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let now = core.now();
+    let mut out = Vec::with_capacity(admitted.len());
+    let (mut r_ids, mut r_kinds, mut r_owners, mut r_expiry) = (vec![], vec![], vec![], vec![]);
+    let (mut l_res, mut l_no, mut l_sku, mut l_wh, mut l_qty, mut l_ledger) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut takes: std::collections::BTreeMap<(Uuid, Uuid), i32> = Default::default();
+    for (n, lines) in admitted {
+        let req = &reqs[*n];
+        let id = Uuid::now_v7();
+        let expires_at = now
+            + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
+        r_ids.push(id);
+        r_kinds.push(req.owner_kind.clone());
+        r_owners.push(req.owner_id.clone());
+        r_expiry.push(expires_at);
+        for (k, a) in lines.iter().enumerate() {
+            l_res.push(id);
+            l_no.push(k as i32);
+            l_sku.push(a.line.sku);
+            l_wh.push(a.line.warehouse);
+            l_qty.push(a.line.quantity);
+            l_ledger.push(Uuid::now_v7());
+            *takes.entry((a.line.sku, a.line.warehouse)).or_default() += a.line.quantity;
+        }
+        out.push(Reservation {
+            id,
+            expires_at,
+            lines: lines.iter().map(|a| (a.line, None)).collect(),
+            levels: Vec::new(),
+        });
+    }
+    let inserted: i64 = tx
+        .query_one_raw(stmt(
+            "WITH r AS (
+               INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, status, expires_at)
+               SELECT $1, x.i, x.k, x.o, 'ACTIVE', x.e
+               FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[]) AS x(i, k, o, e)
+               ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING RETURNING id),
+             l AS (
+               INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
+               SELECT $1, x.r, x.n, x.s, x.w, x.q
+               FROM unnest($6::uuid[], $7::int[], $8::uuid[], $9::uuid[], $10::int[]) AS x(r, n, s, w, q)),
+             g AS (
+               INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
+               SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text, $12
+               FROM unnest($11::uuid[], $8::uuid[], $9::uuid[], $10::int[], $6::uuid[]) AS x(i, s, w, q, r)),
+             d AS (
+               INSERT INTO inventory_dirty (tenant_id, sku_id)
+               SELECT DISTINCT $1, s FROM unnest($8::uuid[]) AS s ON CONFLICT DO NOTHING)
+             SELECT count(*) AS inserted FROM r",
+            vec![
+                ctx.tenant.0.into(),
+                r_ids.clone().into(),
+                r_kinds.into(),
+                r_owners.into(),
+                r_expiry.into(),
+                l_res.into(),
+                l_no.into(),
+                l_sku.into(),
+                l_wh.into(),
+                l_qty.into(),
+                l_ledger.into(),
+                ctx.principal.actor_id().into(),
+            ],
+        ))
+        .await?
+        .map(|r| r.try_get("", "inserted"))
+        .transpose()?
+        .unwrap_or(0);
+    if inserted != r_ids.len() as i64 {
+        return Err(ServiceError::conflict(
+            "ownerId",
+            "an owner of the batch already holds a reservation",
+        ));
+    }
+    // Levels in one global order, so two batches over the same SKUs cannot deadlock.
+    let (t_sku, t_wh, t_qty): (Vec<Uuid>, Vec<Uuid>, Vec<i32>) =
+        takes.iter().map(|((s, w), q)| (*s, *w, *q)).fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (s, w, q)| {
+                a.push(s);
+                b.push(w);
+                c.push(q);
+                (a, b, c)
+            },
+        );
+    let rows = tx
+        .query_all_raw(stmt(
+            "UPDATE inventory_levels l SET reserved = l.reserved + x.q, updated_at = now()
+             FROM (SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::int[]) AS u(s, w, q) ORDER BY s, w) AS x
+             WHERE l.tenant_id = $1 AND l.sku_id = x.s AND l.warehouse_id = x.w
+               AND l.on_hand - l.reserved - l.held >= x.q
+             RETURNING l.sku_id, l.warehouse_id, l.on_hand, l.reserved, l.held",
+            vec![ctx.tenant.0.into(), t_sku.into(), t_wh.into(), t_qty.into()],
+        ))
+        .await?;
+    if rows.len() != takes.len() {
+        return Err(ServiceError::conflict(
+            "lines",
+            format!(
+                "guarded stock update matched {} of {} levels",
+                rows.len(),
+                takes.len()
+            ),
+        ));
+    }
+    let levels = rows
+        .iter()
+        .map(level_from)
+        .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    tx.commit().await?;
+    for r in &mut out {
+        r.levels = levels
+            .iter()
+            .filter(|l| {
+                r.lines
+                    .iter()
+                    .any(|(x, _)| x.sku == l.sku_id && x.warehouse == l.warehouse_id)
+            })
+            .cloned()
+            .collect();
+    }
+    Ok((out, levels))
+}
+
 async fn admit_line(
     core: &Core,
     tenant: TenantId,

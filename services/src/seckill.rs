@@ -56,7 +56,7 @@
 //! unpaid units go back on sale.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -1511,42 +1511,23 @@ pub async fn ticket_changes(
 
 // -------------------------------------------------------------- publishing ---
 
-/// One confirm-mode channel per connection for ticket publishes (a channel open costs a round
-/// trip; a publish on an open channel does not wait for anything but the socket).
-struct Publisher {
-    channel: tokio::sync::Mutex<Option<lapin::Channel>>,
-}
-
-static PUBLISHERS: LazyLock<std::sync::Mutex<HashMap<usize, Arc<Publisher>>>> =
-    LazyLock::new(Default::default);
-
-fn publisher(core: &Core) -> Arc<Publisher> {
-    let key = Arc::as_ptr(&core.amqp) as usize;
-    let mut map = PUBLISHERS.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(key)
-        .or_insert_with(|| {
-            Arc::new(Publisher {
-                channel: tokio::sync::Mutex::new(None),
-            })
-        })
-        .clone()
-}
-
-impl Publisher {
-    async fn channel(&self, core: &Core, fresh: bool) -> anyhow::Result<lapin::Channel> {
-        let mut slot = self.channel.lock().await;
-        if let Some(ch) = slot.as_ref()
-            && !fresh
-            && ch.status().connected()
-        {
-            return Ok(ch.clone());
-        }
-        let ch = core.amqp.create_channel().await.context("amqp channel")?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        declare_queue(core, &ch).await?;
-        *slot = Some(ch.clone());
-        Ok(ch)
+/// The confirm-mode channel for ticket publishes, opened once per `Core` (a channel open costs
+/// a round trip; a publish on an open channel waits for nothing but the socket). It lives on the
+/// `Core`, never in a process-wide map: a channel outliving its connection's runtime would take
+/// publishes and never send them.
+async fn ticket_channel(core: &Core, fresh: bool) -> anyhow::Result<lapin::Channel> {
+    let mut slot = core.ticket_channel.lock().await;
+    if let Some(ch) = slot.as_ref()
+        && !fresh
+        && ch.status().connected()
+    {
+        return Ok(ch.clone());
     }
+    let ch = core.amqp.create_channel().await.context("amqp channel")?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    declare_queue(core, &ch).await?;
+    *slot = Some(ch.clone());
+    Ok(ch)
 }
 
 fn queue_args(core: &Core) -> FieldTable {
@@ -1577,11 +1558,10 @@ pub async fn declare_queue(core: &Core, channel: &lapin::Channel) -> anyhow::Res
 /// ticket is still in `pq` and is published again by the worker.
 async fn publish_ticket(core: &Core, env: &Envelope) -> anyhow::Result<()> {
     let body = serde_json::to_vec(env)?;
-    let p = publisher(core);
     let queue = core.queue(TICKET_QUEUE);
     let mut last = None;
     for fresh in [false, true] {
-        let ch = p.channel(core, fresh).await?;
+        let ch = ticket_channel(core, fresh).await?;
         match ch
             .basic_publish(
                 "".into(),
@@ -1621,7 +1601,7 @@ async fn publish_ticket(core: &Core, env: &Envelope) -> anyhow::Result<()> {
 /// What the edge does once at start: open the ticket channel (declaring the queue) and load the
 /// admission script, so the first buyers pay for neither.
 pub async fn prepare_edge(core: &Core) -> anyhow::Result<()> {
-    publisher(core).channel(core, false).await?;
+    ticket_channel(core, false).await?;
     let mut conn = core.redis.clone();
     let _: String = ADMIT.prepare_invoke().load_async(&mut conn).await?;
     Ok(())

@@ -189,6 +189,15 @@ async fn drop_stale_databases(admin: &sea_orm::DatabaseConnection, now: u64) {
     }
 }
 
+/// An HTTP client whose requests give up after two minutes: a request that never returns fails
+/// its test instead of holding the whole run.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
 pub async fn spawn_app_with(opts: Options) -> TestApp {
     let (db_name, url) = create_database().await;
     let (sink, smtp_port) = SmtpSink::start().await;
@@ -209,7 +218,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let app = App::new(core.clone());
     tokio::spawn(uphub_api::serve(app, listener, std::future::pending()));
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut t = TestApp {
         addr,
         core,

@@ -848,3 +848,105 @@ async fn a_marketplace_sale_pushes_the_new_availability_to_the_other_platforms()
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(m.mock.pushed_stock().len(), before);
 }
+
+/// A backlog of paid orders, more than the pool holds, arrives in one pull and settles in a
+/// batch: every unit goes to exactly one order, a multi-line order gets all its lines or none,
+/// and Postgres, the ledger and the Redis admission cache agree.
+#[tokio::test]
+async fn a_backlog_of_paid_orders_settles_in_a_batch_without_overselling() {
+    let mut app = spawn_app_with(fast_sync()).await;
+    let m = start_mock(11).await;
+    let token = app.a.token.clone();
+    let (tee, _) = stocked_sku(&app, &token, "TEE-B", 20).await;
+    let (cap, _) = stocked_sku(&app, &token, "CAP-B", 5).await;
+    m.mock.add_shop(shop(Platform::Taobao, "tb-batch"));
+    let order = |lines: Vec<LineSpec>, n: usize| OrderSpec {
+        platform: Platform::Taobao,
+        shop_id: "tb-batch".into(),
+        buyer_id: format!("buyer-{n}"),
+        receiver: buyer(&format!("买家{n}")),
+        lines,
+        post_fee_fen: 0,
+        paid: true,
+    };
+    let mut pids = Vec::new();
+    for n in 0..25 {
+        pids.push(
+            m.mock
+                .place_order(order(vec![line("TEE-B", 1)], n))
+                .unwrap(),
+        );
+    }
+    let mut multi = Vec::new();
+    for n in 25..28 {
+        let pid = m
+            .mock
+            .place_order(order(vec![line("TEE-B", 1), line("CAP-B", 2)], n))
+            .unwrap();
+        multi.push(pid.clone());
+        pids.push(pid);
+    }
+    // The whole backlog is on the platform before the shop is connected and the worker runs.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    connect(&app, &token, &m, Platform::Taobao, "tb-batch").await;
+    app.start_worker(RelayFaults::default()).await;
+
+    let list = wait_orders(&app, &token, 60, |l| {
+        l.len() == 28
+            && l.iter()
+                .all(|o| o["stockState"] == "RESERVED" || o["stockState"] == "SHORT")
+    })
+    .await;
+    let reserved = |o: &&Value| o["stockState"] == "RESERVED";
+    let won_multi = list
+        .iter()
+        .filter(reserved)
+        .filter(|o| multi.iter().any(|p| o["platformOrderId"] == *p))
+        .count() as i64;
+    let won = list.iter().filter(reserved).count() as i64;
+    // 25 single-line orders alone want more than the 20 tees: every tee is taken.
+    assert_eq!(won, 20, "{list:?}");
+    assert!(won_multi <= 2, "five caps serve at most two orders of two");
+    for o in list.iter().filter(|o| o["stockState"] == "SHORT") {
+        assert_eq!(o["needsAttention"], json!(["STOCK_SHORT"]), "{o}");
+    }
+    assert_eq!(
+        inventory(&app, &token, &tee).await,
+        json!({"onHand": 20, "reserved": 20, "held": 0, "available": 0})
+    );
+    assert_eq!(
+        inventory(&app, &token, &cap).await["reserved"],
+        json!(2 * won_multi)
+    );
+    // The ledger holds one RESERVE row per reserved line, and nothing else moved.
+    let rows = sql_rows(
+        &app,
+        "SELECT s.code AS s, sum(l.delta_reserved)::bigint AS r
+         FROM inventory_ledger l JOIN skus s ON s.tenant_id = l.tenant_id AND s.id = l.sku_id
+         WHERE l.kind = 'RESERVE' GROUP BY s.code",
+    )
+    .await;
+    let mut ledger = std::collections::HashMap::new();
+    for r in &rows {
+        ledger.insert(
+            r.try_get::<String>("", "s").unwrap(),
+            r.try_get::<i64>("", "r").unwrap(),
+        );
+    }
+    assert_eq!(ledger.get("TEE-B").copied(), Some(20));
+    assert_eq!(ledger.get("CAP-B").copied().unwrap_or(0), 2 * won_multi);
+    // Redis admitted exactly what Postgres holds: the reconciler finds no drift.
+    let drift = uphub_services::stock_cache::reconcile_all(&app.core)
+        .await
+        .unwrap();
+    assert_eq!(drift, 0, "Redis and Postgres disagree");
+    // The other tenant sees none of it.
+    let r = app
+        .gql(
+            Some(&app.b.token),
+            "{ orders(first: 50) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["orders"]["edges"], json!([]), "{r}");
+}

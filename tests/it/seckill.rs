@@ -14,7 +14,7 @@ use uphub_services::seckill::{self, SeckillConfig};
 use uphub_tenants::TenantId;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, http_client, spawn_app, spawn_app_with};
 use crate::orders::{buyer, connect, fast_sync, line, start_mock, stocked_sku};
 
 /// Limits that never get in the way (one test host is every buyer's IP).
@@ -266,7 +266,7 @@ async fn a_thousand_buyers_race_for_fifty_units_while_taobao_sells_ten_and_nothi
     let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 50, 2).await;
     let edge = start_edge(&app, open_limits()).await;
     let people = buyers(&app, tenant, 1000).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
 
     // Taobao sells ten single units of the same SKU while the crowd races.
     let market = {
@@ -481,7 +481,7 @@ async fn bad_input_gets_typed_errors_and_writes_nothing() {
     let (sku, wh) = stocked_sku(&app, &token, "BAD-1", 10).await;
     let channel = own_channel(&app, &token).await;
     let edge = start_edge(&app, open_limits()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let people = buyers(&app, tenant, 2).await;
     let (b1, t1) = people[0].clone();
 
@@ -775,7 +775,7 @@ async fn token_buckets_refuse_a_flooding_buyer_and_a_flooding_ip_at_the_edge() {
     )
     .await;
     let people = buyers(&app, tenant, 4).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let buy_from = |ip: &'static str, token: String, req: String| {
         http.post(format!("{edge}/seckill/buy"))
             .header("authorization", format!("Bearer {token}"))
@@ -837,7 +837,7 @@ async fn the_other_tenant_can_neither_see_nor_buy_nor_warm_a_campaign() {
     let channel = own_channel(&app, &token).await;
     let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 10, 1).await;
     let edge = start_edge(&app, open_limits()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let a = buyers(&app, tenant_a, 2).await;
     let b = buyers(&app, tenant_b, 1).await;
     let (_, mine) = post_buy(&http, &edge, &a[0].1, &campaign, 1, "mine").await;
@@ -950,7 +950,7 @@ async fn the_gateway_graphql_buys_and_the_subscription_reports_the_ticket_until_
     assert_eq!(ticket["status"], "QUEUED", "{r}");
     let id = ticket["id"].as_str().unwrap().to_string();
     // The edge's own GraphQL serves the same buyer fields.
-    let r: Value = reqwest::Client::new()
+    let r: Value = http_client()
         .post(format!("{edge}/graphql"))
         .header("authorization", format!("Bearer {}", people[1].1))
         .header("content-type", "application/json")
@@ -1012,7 +1012,7 @@ async fn a_flushed_campaign_is_rewarmed_from_postgres_and_a_lost_ticket_is_publi
     let channel = own_channel(&app, &token).await;
     let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 10, 3).await;
     let edge = start_edge(&app, open_limits()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let people = buyers(&app, tenant, 1).await;
     let t = &people[0].1;
     // Admitted while no writer runs; then the broker loses the message.
@@ -1089,7 +1089,7 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_its_unit_goes_back_on_
     let channel = own_channel(&app, &token).await;
     let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 1, 1).await;
     let edge = start_edge(&app, open_limits()).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let people = buyers(&app, tenant, 2).await;
     let (_, first) = post_buy(&http, &edge, &people[0].1, &campaign, 1, "a").await;
     let id = first["ticket"]["id"].as_str().unwrap().to_string();
