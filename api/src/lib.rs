@@ -709,9 +709,16 @@ pub async fn run_stock_jobs(
         uphub_services::checkout::upkeep(&core)
             .await
             .map_err(|e| anyhow::anyhow!("checkout upkeep: {e}"))?;
-        uphub_services::orders::settle_dirty(&core, 200)
-            .await
-            .map_err(|e| anyhow::anyhow!("order stock settle: {e}"))?;
+        // A backlog (an ingestion burst) is worked off batch after batch, not one per tick.
+        const SETTLE_BATCH: u64 = 400;
+        for _ in 0..20 {
+            let found = uphub_services::orders::settle_dirty(&core, SETTLE_BATCH)
+                .await
+                .map_err(|e| anyhow::anyhow!("order stock settle: {e}"))?;
+            if found < SETTLE_BATCH as usize || *shutdown.borrow() {
+                break;
+            }
+        }
         if last_reconcile.elapsed() > Duration::from_secs(30) {
             last_reconcile = Instant::now();
             let drift = stock_cache::reconcile_all(&core)

@@ -14,7 +14,7 @@ use uphub_domain::order::{
 
 use crate::http::{
     Http, HttpConfig, array, dedupe_newest, fen, field, from_unix, int, missing, non_empty,
-    parse_json, quantity, req_int, req_text, retrying, text, whole_seconds,
+    parse_json, quantity, req_int, req_text, text, whole_seconds,
 };
 use crate::sign::{doudian_param_json, doudian_sign};
 use crate::{ChannelError, Credentials, Marketplace, Window};
@@ -228,10 +228,9 @@ impl DouyinShop {
         param_json: &str,
         token: Option<&str>,
     ) -> Result<Answer, ChannelError> {
-        retrying(&self.http.config, method, || {
-            self.call_once(method, param_json, token)
-        })
-        .await
+        self.http
+            .retrying(method, || self.call_once(method, param_json, token))
+            .await
     }
 
     async fn call_once(

@@ -102,32 +102,27 @@ pub(crate) fn retry_delay(
     }
 }
 
-/// Runs `op` until it succeeds, fails for good, or the attempts are spent. `op` builds its request
-/// afresh each time, so timestamps and signatures are current on every attempt.
+/// Runs `op` until it succeeds, fails for good, or the attempts are spent (a client of its own).
+#[cfg(test)]
 pub(crate) async fn retrying<T, F, Fut>(
     config: &HttpConfig,
     what: &str,
-    mut op: F,
+    op: F,
 ) -> Result<T, ChannelError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ChannelError>>,
 {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let err = match op().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        match retry_delay(config, &err, attempt, rand::random::<f64>()) {
-            Some(wait) => {
-                tracing::warn!(call = what, attempt, ?wait, error = %err, "platform call failed; retrying");
-                tokio::time::sleep(wait).await;
-            }
-            None => return Err(err),
-        }
-    }
+    Http::new(*config)?.retrying(what, op).await
+}
+
+/// A throttle closes the gate for every call of one adapter: calls in flight side by side must
+/// not each meet the ban (and each sleep their own doubling back-off past its end).
+#[derive(Debug, Default)]
+struct Gate {
+    until: Option<tokio::time::Instant>,
+    /// Throttles in a row with no success between them: the next closing lasts longer.
+    strikes: u32,
 }
 
 /// One adapter's client.
@@ -135,6 +130,7 @@ where
 pub(crate) struct Http {
     pub(crate) client: reqwest::Client,
     pub(crate) config: HttpConfig,
+    gate: std::sync::Arc<std::sync::Mutex<Gate>>,
 }
 
 impl Http {
@@ -143,7 +139,68 @@ impl Http {
             .timeout(config.timeout)
             .build()
             .map_err(|e| ChannelError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            gate: Default::default(),
+        })
+    }
+
+    fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the attempts are spent; every attempt
+    /// first waits for the adapter's gate. `op` builds its request afresh each time, so
+    /// timestamps and signatures are current on every attempt.
+    pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ChannelError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ChannelError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let until = self.gate().until;
+            if let Some(until) = until {
+                tokio::time::sleep_until(until).await;
+            }
+            let err = match op().await {
+                Ok(v) => {
+                    self.gate().strikes = 0;
+                    return Ok(v);
+                }
+                Err(e) => e,
+            };
+            let Some(wait) = retry_delay(&self.config, &err, attempt, rand::random::<f64>()) else {
+                return Err(err);
+            };
+            tracing::warn!(call = what, attempt, ?wait, error = %err, "platform call failed; retrying");
+            match &err {
+                ChannelError::RateLimited { retry_after } => {
+                    let now = tokio::time::Instant::now();
+                    let mut g = self.gate();
+                    if g.until.is_none_or(|u| u <= now) {
+                        // A fresh throttle, not one more of the calls already in flight.
+                        g.strikes += 1;
+                    }
+                    let wait = if retry_after.is_zero() {
+                        backoff(
+                            self.config.throttle_backoff_start,
+                            self.config.backoff_cap,
+                            g.strikes,
+                            1.0,
+                        )
+                    } else {
+                        wait
+                    };
+                    g.until = Some(g.until.map_or(now + wait, |u| u.max(now + wait)));
+                }
+                _ => tokio::time::sleep(wait).await,
+            }
+        }
     }
 
     /// Sends one request. Transport failures and 5xx are `Unavailable`, 429 is `RateLimited`;
@@ -403,6 +460,73 @@ mod tests {
         ] {
             assert_eq!(retry_delay(&c, &final_err, 1, 0.5), None);
         }
+    }
+
+    #[tokio::test]
+    async fn a_throttle_closes_the_gate_for_every_call_of_the_adapter() {
+        let http = Http::new(HttpConfig {
+            throttle_backoff_start: Duration::from_millis(300),
+            ..HttpConfig::default()
+        })
+        .unwrap();
+        let t0 = tokio::time::Instant::now();
+        // The first call is throttled once (no announced ban) and then succeeds.
+        let mut first = true;
+        let a = http
+            .retrying("a", || {
+                let throttled = std::mem::replace(&mut first, false);
+                async move {
+                    if throttled {
+                        Err(ChannelError::RateLimited {
+                            retry_after: Duration::ZERO,
+                        })
+                    } else {
+                        Ok(tokio::time::Instant::now())
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert!(a - t0 >= Duration::from_millis(300), "{:?}", a - t0);
+        // The gate is open again: the next call goes at once, and a success resets the strikes.
+        let b = http
+            .retrying("b", || async {
+                Ok::<_, ChannelError>(tokio::time::Instant::now())
+            })
+            .await
+            .unwrap();
+        assert!(b - a < Duration::from_millis(100));
+        assert_eq!(http.gate().strikes, 0);
+        // A call that starts while another's throttle holds the gate waits for it too.
+        let http2 = http.clone();
+        let throttler = tokio::spawn(async move {
+            let mut n = 0;
+            http2
+                .retrying("c", || {
+                    n += 1;
+                    let throttled = n == 1;
+                    async move {
+                        if throttled {
+                            Err(ChannelError::RateLimited {
+                                retry_after: Duration::ZERO,
+                            })
+                        } else {
+                            Ok(())
+                        }
+                    }
+                })
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let start = tokio::time::Instant::now();
+        let d = http
+            .retrying("d", || async {
+                Ok::<_, ChannelError>(tokio::time::Instant::now())
+            })
+            .await
+            .unwrap();
+        assert!(d - start >= Duration::from_millis(200), "{:?}", d - start);
+        throttler.await.unwrap().unwrap();
     }
 
     #[tokio::test]

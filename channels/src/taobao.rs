@@ -14,7 +14,7 @@ use uphub_domain::order::{
 
 use crate::http::{
     Http, HttpConfig, dedupe_newest, field, int, missing, non_empty, parse_ban_seconds, parse_json,
-    quantity, req_text, retrying, split_window, text, whole_seconds,
+    quantity, req_text, split_window, text, whole_seconds,
 };
 use crate::sign::{TopSignMethod, top_sign};
 use crate::{ChannelError, Credentials, Marketplace, OrderHint, Window};
@@ -249,7 +249,9 @@ impl TaobaoShop {
     }
 
     async fn call(&self, method: &str, params: &[(&str, String)]) -> Result<Value, ChannelError> {
-        retrying(&self.http.config, method, || self.call_once(method, params)).await
+        self.http
+            .retrying(method, || self.call_once(method, params))
+            .await
     }
 
     async fn call_once(

@@ -15,7 +15,7 @@ use uphub_domain::order::{
 
 use crate::http::{
     Http, HttpConfig, array, dedupe_newest, fen, field, int, missing, non_empty, parse_json,
-    quantity, req_int, req_text, retrying, split_window, text, whole_seconds,
+    quantity, req_int, req_text, split_window, text, whole_seconds,
 };
 use crate::sign::xhs_sign;
 
@@ -215,10 +215,9 @@ impl XiaohongshuShop {
         params: &Value,
         token: Option<&str>,
     ) -> Result<Answer, ChannelError> {
-        retrying(&self.http.config, method, || {
-            self.call_once(method, params, token)
-        })
-        .await
+        self.http
+            .retrying(method, || self.call_once(method, params, token))
+            .await
     }
 
     async fn call_once(

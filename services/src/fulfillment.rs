@@ -205,6 +205,108 @@ pub async fn sync_order(
     insert_events(tx, events).await
 }
 
+/// [`sync_order`] for many unshipped orders in one transaction. Without automatic merging (the
+/// default) no order looks for another's fulfilment, so the whole batch takes three statements:
+/// read the lines and merge keys, insert the fulfilments, point the lines at them.
+pub async fn sync_unshipped_orders(
+    core: &Core,
+    tx: &TenantTx,
+    orders: &[(Uuid, OrderStatus)],
+) -> ServiceResult<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    if orders.iter().any(|(_, s)| !s.unshipped()) || merge_mode(tx).await? == MergeMode::Auto {
+        for (order, status) in orders {
+            sync_order(core, tx, *order, *status).await?;
+        }
+        return Ok(());
+    }
+    let t = tx.tenant().0;
+    let ids: Vec<Uuid> = orders.iter().map(|(o, _)| *o).collect();
+    let rows = tx
+        .query_all_raw(stmt(
+            "SELECT l.order_id, l.id, l.warehouse_id, p.kind <> 'PHYSICAL' AS virtual_goods,
+                    s.presale_ships_on, o.receiver_key, o.buyer_open_id
+             FROM order_lines l
+             JOIN orders o ON o.tenant_id = l.tenant_id AND o.id = l.order_id
+             JOIN skus s ON s.tenant_id = l.tenant_id AND s.id = l.sku_id
+             JOIN products p ON p.tenant_id = s.tenant_id AND p.id = s.product_id
+             WHERE l.tenant_id = $1 AND l.order_id = ANY($2) AND l.fulfillment_id IS NULL
+               AND l.warehouse_id IS NOT NULL AND l.after_sales <> 'REFUNDED'
+             ORDER BY l.order_id, l.line_no",
+            vec![t.into(), ids.into()],
+        ))
+        .await?;
+    type Lines = Vec<(Uuid, Uuid, bool, Option<NaiveDate>)>;
+    let mut by_order: BTreeMap<Uuid, (Option<Vec<u8>>, Lines)> = BTreeMap::new();
+    let mut dek = None;
+    for r in &rows {
+        let order: Uuid = r.try_get("", "order_id")?;
+        let entry = match by_order.entry(order) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let key = match (
+                    r.try_get::<Option<Vec<u8>>>("", "receiver_key")?,
+                    r.try_get::<Option<String>>("", "buyer_open_id")?,
+                ) {
+                    (Some(k), _) => Some(k),
+                    (None, Some(b)) => {
+                        if dek.is_none() {
+                            dek = Some(crate::pii::data_key(core, tx).await?);
+                        }
+                        dek.as_ref().map(|d| d.blind_index("buyer", &b))
+                    }
+                    (None, None) => None,
+                };
+                e.insert((key, Vec::new()))
+            }
+        };
+        entry.1.push((
+            r.try_get("", "id")?,
+            r.try_get("", "warehouse_id")?,
+            r.try_get("", "virtual_goods")?,
+            r.try_get("", "presale_ships_on")?,
+        ));
+    }
+    let mut fulfilments = Vec::new();
+    let (mut line_ids, mut line_fids) = (Vec::new(), Vec::new());
+    for (key, lines) in by_order.values() {
+        for ((wh, virtual_goods, ships_on), group) in split_groups(lines) {
+            let f = Uuid::now_v7();
+            fulfilments.push(json!({
+                "id": f, "wh": wh, "key": key.as_ref().map(hex::encode),
+                "kind": if virtual_goods { "VIRTUAL" } else { "PHYSICAL" }, "ships_on": ships_on,
+            }));
+            for l in group {
+                line_ids.push(l);
+                line_fids.push(f);
+            }
+        }
+    }
+    if fulfilments.is_empty() {
+        return Ok(());
+    }
+    tx.execute_raw(stmt(
+        "WITH f AS (
+           INSERT INTO fulfillments (tenant_id, id, warehouse_id, receiver_key, kind, ships_on)
+           SELECT $1, x.id, x.wh, decode(x.key, 'hex'), x.kind, x.ships_on
+           FROM jsonb_to_recordset($2::jsonb) AS x(id uuid, wh uuid, key text, kind text, ships_on date)
+           RETURNING id)
+         UPDATE order_lines l SET fulfillment_id = x.f
+         FROM unnest($3::uuid[], $4::uuid[]) AS x(id, f)
+         WHERE l.tenant_id = $1 AND l.id = x.id AND x.f IN (SELECT id FROM f)",
+        vec![
+            t.into(),
+            serde_json::Value::Array(fulfilments).into(),
+            line_ids.into(),
+            line_fids.into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
 /// The order's merge key: the receiver's blind index, else one over the platform buyer id.
 async fn receiver_key(core: &Core, tx: &TenantTx, order: Uuid) -> ServiceResult<Option<Vec<u8>>> {
     let row = tx
