@@ -477,8 +477,9 @@ pub async fn settle_dirty(core: &Core, batch: u64) -> ServiceResult<usize> {
 type Pending = (Uuid, OrderStatus, StockState, i32);
 
 /// Settles, in a few statements for all of them, the orders of `ids` that are paid and hold
-/// nothing yet (the bulk of what marketplace ingestion brings): lines placed, ONE engine call
-/// ([`reservation::reserve_many`]), one transaction recording the results. Returns how many it
+/// nothing yet (the bulk of what marketplace ingestion brings: lines placed, ONE engine call,
+/// [`reservation::reserve_many`]) and the unshipped ones whose stock needs no step (a paid
+/// own-channel order already holds its units), with one transaction recording the results. Returns how many it
 /// settled and the orders left to [`settle`] (any other step, a campaign, a short or unmapped
 /// line, or anything the engine did not decide in the batch).
 async fn settle_many(
@@ -512,6 +513,7 @@ async fn settle_many(
         .map(|r| r.try_get::<String>("", "owner_id"))
         .collect::<Result<_, _>>()?;
     let mut batch: Vec<Pending> = Vec::new();
+    let mut idle: Vec<Pending> = Vec::new();
     for r in &rows {
         let status = OrderStatus::parse(&r.try_get::<String>("", "status")?);
         let state = StockState::parse(&r.try_get::<String>("", "stock_state")?);
@@ -521,16 +523,15 @@ async fn settle_many(
         let id: Uuid = r.try_get("", "id")?;
         let plain = r.try_get::<Option<String>>("", "campaign")?.is_none()
             && !held.contains(&id.to_string());
-        if plain && stock_step(state, status) == StockStep::Reserve {
-            batch.push((
-                r.try_get("", "id")?,
-                status,
-                state,
-                r.try_get("", "version")?,
-            ));
+        let pending = (id, status, state, r.try_get("", "version")?);
+        match stock_step(state, status) {
+            StockStep::Reserve if plain => batch.push(pending),
+            // Paid own-channel orders already hold their units: only the record is left.
+            StockStep::Nothing if status.unshipped() => idle.push(pending),
+            _ => {}
         }
     }
-    if batch.is_empty() {
+    if batch.is_empty() && idle.is_empty() {
         tx.commit().await?;
         return Ok((0, ids.to_vec()));
     }
@@ -568,14 +569,20 @@ async fn settle_many(
             ttl: MARKETPLACE_HOLD,
         })
         .collect();
-    let verdicts = reservation::reserve_many(core, &ctx, &reqs).await?;
-    let reserved: Vec<(&Pending, Uuid)> = asks
+    let verdicts = if reqs.is_empty() {
+        Vec::new()
+    } else {
+        reservation::reserve_many(core, &ctx, &reqs).await?
+    };
+    // What to record: reserved now (with the reservation), or unchanged.
+    let reserved: Vec<(&Pending, Option<Uuid>)> = asks
         .iter()
         .zip(&verdicts)
         .filter_map(|(b, v)| match v {
-            reservation::Verdict::Reserved(r) => Some((*b, r.id)),
+            reservation::Verdict::Reserved(r) => Some((*b, Some(r.id))),
             _ => None,
         })
+        .chain(idle.iter().map(|b| (b, None)))
         .collect();
     let settled: HashSet<Uuid> = reserved.iter().map(|(b, _)| b.0).collect();
     let rest: Vec<Uuid> = ids
@@ -590,21 +597,28 @@ async fn settle_many(
     // The results, in one transaction (the reservations stand on their own: a crash here leaves
     // the orders dirty, and `settle` finds their reservations and records them).
     let tx = TenantTx::begin(&core.db, tenant).await?;
-    let to = StockState::Reserved.as_str();
+    let to = |b: &Pending, rid: &Option<Uuid>| match rid {
+        Some(_) => StockState::Reserved,
+        None => b.2,
+    };
     let changed = tx
         .query_all_raw(stmt(
-            "UPDATE orders o SET stock_state = $2,
+            "UPDATE orders o SET stock_state = x.s,
                 stock_dirty = o.stock_dirty AND o.version <> x.v,
                 needs_attention = array_remove(o.needs_attention, 'STOCK_SHORT'),
                 updated_at = now()
-             FROM unnest($3::uuid[], $4::int[]) AS x(id, v)
+             FROM unnest($2::uuid[], $3::int[], $4::text[]) AS x(id, v, s)
              WHERE o.tenant_id = $1 AND o.id = x.id
              RETURNING o.id",
             vec![
                 tenant.0.into(),
-                to.into(),
                 reserved.iter().map(|(b, _)| b.0).collect::<Vec<_>>().into(),
                 reserved.iter().map(|(b, _)| b.3).collect::<Vec<_>>().into(),
+                reserved
+                    .iter()
+                    .map(|(b, rid)| to(b, rid).as_str().to_string())
+                    .collect::<Vec<_>>()
+                    .into(),
             ],
         ))
         .await?;
@@ -614,13 +628,16 @@ async fn settle_many(
         .collect::<Result<_, _>>()?;
     let mut events = Vec::with_capacity(reserved.len());
     let mut live = Vec::with_capacity(reserved.len());
-    for ((order, status, state, _), rid) in reserved.iter().filter(|(b, _)| changed.contains(&b.0))
-    {
+    for (b, rid) in reserved.iter().filter(|(b, _)| changed.contains(&b.0)) {
+        let (order, status, state, _) = b;
+        let Some(rid) = rid else {
+            continue;
+        };
         events.push(event_row(
             *order,
             "STOCK",
             Some(state.as_str()),
-            Some(to),
+            Some(StockState::Reserved.as_str()),
             json!({"reservation": rid}),
         ));
         live.push(LiveOrderEvent {
