@@ -333,6 +333,22 @@ impl ChannelConnection {
     async fn orders_fetched(&self) -> i64 {
         self.0.orders_fetched
     }
+    /// The URL to enter as the shop's message-push (webhook) address on the platform, for
+    /// platforms that push order changes (Douyin); null where we only pull. Pushes bring an order
+    /// in seconds after it changes; the scheduled pull still catches anything a push misses.
+    async fn push_url(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        let (core, rctx) = authed(ctx)?;
+        Ok(
+            (self.0.channel.channel_type == ChannelType::Douyin).then(|| {
+                format!(
+                    "{}/push/doudian/{}/{}",
+                    core.cfg.public_url.trim_end_matches('/'),
+                    rctx.tenant.0,
+                    self.0.channel.id
+                )
+            }),
+        )
+    }
 }
 
 #[derive(InputObject, Default)]

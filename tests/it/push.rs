@@ -151,7 +151,29 @@ async fn a_doudian_push_brings_an_order_in_long_before_the_next_scheduled_pull()
     connect(&app, &token, &m, Platform::Douyin, "dy-quiet").await;
     wait_first_rounds(&app, 2).await;
     let tenant = tenant_id(&app, &app.a.slug).await;
+    // The connection tells the operator what to enter as the shop's webhook address.
+    let r = app
+        .gql(
+            Some(&token),
+            "{ channelConnections { channel { id } pushUrl } }",
+            json!({}),
+        )
+        .await;
+    let announced = r["data"]["channelConnections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"]["id"] == pushed_conn.as_str())
+        .and_then(|c| c["pushUrl"].as_str())
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let path = format!(
+        "/push/doudian/{tenant}/{}",
+        raw_id("SalesChannel", &pushed_conn)
+    );
+    assert!(announced.ends_with(&path), "{announced}");
     let url = push_url(&app, tenant, raw_id("SalesChannel", &pushed_conn));
+    assert!(url.ends_with(&path));
     m.mock.add_shop(ShopSpec {
         webhook_url: Some(url.clone()),
         ..shop(Platform::Douyin, "dy-pushed")
