@@ -387,7 +387,7 @@ async fn marketplace_orders_land_once_take_stock_merge_and_stay_invisible_to_the
     let r = app
         .gql(
             Some(&token),
-            "{ channelConnections { status ordersFetched lagSeconds lastError channel { type } } }",
+            "{ channelConnections { status ordersFetched lagSeconds lastError pushUrl channel { type } } }",
             json!({}),
         )
         .await;
@@ -399,6 +399,18 @@ async fn marketplace_orders_land_once_take_stock_merge_and_stay_invisible_to_the
             .all(|c| c["status"] == "ACTIVE" && c["ordersFetched"].as_i64().unwrap() >= 1),
         "{r}"
     );
+    // Only the Douyin shop has a webhook address to enter on its platform.
+    for c in conns {
+        match c["channel"]["type"].as_str() {
+            Some("DOUYIN") => assert!(
+                c["pushUrl"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("/push/doudian/")),
+                "{c}"
+            ),
+            _ => assert_eq!(c["pushUrl"], Value::Null, "{c}"),
+        }
+    }
 }
 
 #[tokio::test]
