@@ -264,6 +264,72 @@ pub async fn reserve_many(
     Ok(verdicts)
 }
 
+/// Phase 1 of a commit: reservations, the lines and RESERVE ledger rows of general-stock lines,
+/// and the dirty marks, in ONE statement that takes no hot lock. Column-wise; lines name their
+/// reservation. A campaign of "" is none.
+#[derive(Default)]
+struct PhaseOne {
+    ids: Vec<Uuid>,
+    kinds: Vec<String>,
+    owners: Vec<String>,
+    campaigns: Vec<String>,
+    expiries: Vec<DateTime<Utc>>,
+    line_res: Vec<Uuid>,
+    line_no: Vec<i32>,
+    line_sku: Vec<Uuid>,
+    line_wh: Vec<Uuid>,
+    line_qty: Vec<i32>,
+    dirty: Vec<Uuid>,
+}
+
+impl PhaseOne {
+    /// Inserts it all; returns how many reservations were new (an owner that already holds one
+    /// is skipped, and the caller refuses then).
+    async fn insert(self, tx: &TenantTx, ctx: &RequestCtx) -> ServiceResult<i64> {
+        let ledger_ids: Vec<Uuid> = self.line_res.iter().map(|_| Uuid::now_v7()).collect();
+        Ok(tx
+            .query_one_raw(stmt(
+                "WITH r AS (
+                   INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
+                   SELECT $1, x.i, x.k, x.o, NULLIF(x.c, ''), 'ACTIVE', x.e
+                   FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) AS x(i, k, o, c, e)
+                   ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING RETURNING id),
+                 l AS (
+                   INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
+                   SELECT $1, x.r, x.n, x.s, x.w, x.q
+                   FROM unnest($7::uuid[], $8::int[], $9::uuid[], $10::uuid[], $11::int[]) AS x(r, n, s, w, q)),
+                 g AS (
+                   INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
+                   SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text, $13
+                   FROM unnest($12::uuid[], $9::uuid[], $10::uuid[], $11::int[], $7::uuid[]) AS x(i, s, w, q, r)),
+                 d AS (
+                   INSERT INTO inventory_dirty (tenant_id, sku_id)
+                   SELECT DISTINCT $1, s FROM unnest($14::uuid[]) AS s ON CONFLICT DO NOTHING)
+                 SELECT count(*) AS inserted FROM r",
+                vec![
+                    ctx.tenant.0.into(),
+                    self.ids.into(),
+                    self.kinds.into(),
+                    self.owners.into(),
+                    self.campaigns.into(),
+                    self.expiries.into(),
+                    self.line_res.into(),
+                    self.line_no.into(),
+                    self.line_sku.into(),
+                    self.line_wh.into(),
+                    self.line_qty.into(),
+                    ledger_ids.into(),
+                    ctx.principal.actor_id().into(),
+                    self.dirty.into(),
+                ],
+            ))
+            .await?
+            .map(|r| r.try_get("", "inserted"))
+            .transpose()?
+            .unwrap_or(0))
+    }
+}
+
 /// The Postgres half of [`reserve_many`]: one statement inserts every reservation, line, ledger
 /// row and dirty mark (no hot lock yet); then one guarded UPDATE takes the summed units of every
 /// level. Any refusal rolls all of it back.
@@ -276,26 +342,24 @@ async fn commit_many(
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let now = core.now();
     let mut out = Vec::with_capacity(admitted.len());
-    let (mut r_ids, mut r_kinds, mut r_owners, mut r_expiry) = (vec![], vec![], vec![], vec![]);
-    let (mut l_res, mut l_no, mut l_sku, mut l_wh, mut l_qty, mut l_ledger) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut p = PhaseOne::default();
     let mut takes: std::collections::BTreeMap<(Uuid, Uuid), i32> = Default::default();
     for (n, lines) in admitted {
         let req = &reqs[*n];
         let id = Uuid::now_v7();
         let expires_at = now
             + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
-        r_ids.push(id);
-        r_kinds.push(req.owner_kind.clone());
-        r_owners.push(req.owner_id.clone());
-        r_expiry.push(expires_at);
+        p.ids.push(id);
+        p.kinds.push(req.owner_kind.clone());
+        p.owners.push(req.owner_id.clone());
+        p.campaigns.push(String::new());
+        p.expiries.push(expires_at);
         for (k, a) in lines.iter().enumerate() {
-            l_res.push(id);
-            l_no.push(k as i32);
-            l_sku.push(a.line.sku);
-            l_wh.push(a.line.warehouse);
-            l_qty.push(a.line.quantity);
-            l_ledger.push(Uuid::now_v7());
+            p.line_res.push(id);
+            p.line_no.push(k as i32);
+            p.line_sku.push(a.line.sku);
+            p.line_wh.push(a.line.warehouse);
+            p.line_qty.push(a.line.quantity);
             *takes.entry((a.line.sku, a.line.warehouse)).or_default() += a.line.quantity;
         }
         out.push(Reservation {
@@ -305,45 +369,10 @@ async fn commit_many(
             levels: Vec::new(),
         });
     }
-    let inserted: i64 = tx
-        .query_one_raw(stmt(
-            "WITH r AS (
-               INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, status, expires_at)
-               SELECT $1, x.i, x.k, x.o, 'ACTIVE', x.e
-               FROM unnest($2::uuid[], $3::text[], $4::text[], $5::timestamptz[]) AS x(i, k, o, e)
-               ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING RETURNING id),
-             l AS (
-               INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
-               SELECT $1, x.r, x.n, x.s, x.w, x.q
-               FROM unnest($6::uuid[], $7::int[], $8::uuid[], $9::uuid[], $10::int[]) AS x(r, n, s, w, q)),
-             g AS (
-               INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
-               SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text, $12
-               FROM unnest($11::uuid[], $8::uuid[], $9::uuid[], $10::int[], $6::uuid[]) AS x(i, s, w, q, r)),
-             d AS (
-               INSERT INTO inventory_dirty (tenant_id, sku_id)
-               SELECT DISTINCT $1, s FROM unnest($8::uuid[]) AS s ON CONFLICT DO NOTHING)
-             SELECT count(*) AS inserted FROM r",
-            vec![
-                ctx.tenant.0.into(),
-                r_ids.clone().into(),
-                r_kinds.into(),
-                r_owners.into(),
-                r_expiry.into(),
-                l_res.into(),
-                l_no.into(),
-                l_sku.into(),
-                l_wh.into(),
-                l_qty.into(),
-                l_ledger.into(),
-                ctx.principal.actor_id().into(),
-            ],
-        ))
-        .await?
-        .map(|r| r.try_get("", "inserted"))
-        .transpose()?
-        .unwrap_or(0);
-    if inserted != r_ids.len() as i64 {
+    p.dirty = p.line_sku.clone();
+    let wanted = p.ids.len() as i64;
+    let inserted = p.insert(&tx, ctx).await?;
+    if inserted != wanted {
         return Err(ServiceError::conflict(
             "ownerId",
             "an owner of the batch already holds a reservation",
@@ -520,43 +549,21 @@ async fn commit(
         .filter(|(_, (_, from_hold))| !*from_hold || campaign.is_none())
         .map(|(n, (l, _))| (n, l))
         .collect();
-    let inserted: i64 = tx
-        .query_one_raw(stmt(
-            "WITH r AS (
-               INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
-               VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6)
-               ON CONFLICT (tenant_id, owner_kind, owner_id) DO NOTHING RETURNING id),
-             l AS (
-               INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
-               SELECT $1, $2, x.n, x.s, x.w, x.q FROM unnest($7::int[], $8::uuid[], $9::uuid[], $10::int[]) AS x(n, s, w, q)),
-             g AS (
-               INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
-               SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', $2::text, $11
-               FROM unnest($12::uuid[], $8::uuid[], $9::uuid[], $10::int[]) AS x(i, s, w, q)),
-             d AS (
-               INSERT INTO inventory_dirty (tenant_id, sku_id)
-               SELECT DISTINCT $1, s FROM unnest($13::uuid[]) AS s ON CONFLICT DO NOTHING)
-             SELECT count(*) AS inserted FROM r",
-            vec![
-                ctx.tenant.0.into(),
-                id.into(),
-                req.owner_kind.clone().into(),
-                req.owner_id.clone().into(),
-                campaign.map(str::to_string).into(),
-                expires_at.into(),
-                general.iter().map(|(n, _)| *n as i32).collect::<Vec<i32>>().into(),
-                general.iter().map(|(_, l)| l.sku).collect::<Vec<Uuid>>().into(),
-                general.iter().map(|(_, l)| l.warehouse).collect::<Vec<Uuid>>().into(),
-                general.iter().map(|(_, l)| l.quantity).collect::<Vec<i32>>().into(),
-                ctx.principal.actor_id().into(),
-                general.iter().map(|_| Uuid::now_v7()).collect::<Vec<Uuid>>().into(),
-                plan.iter().map(|(l, _)| l.sku).collect::<Vec<Uuid>>().into(),
-            ],
-        ))
-        .await?
-        .map(|r| r.try_get("", "inserted"))
-        .transpose()?
-        .unwrap_or(0);
+    let inserted = PhaseOne {
+        ids: vec![id],
+        kinds: vec![req.owner_kind.clone()],
+        owners: vec![req.owner_id.clone()],
+        campaigns: vec![campaign.unwrap_or_default().to_string()],
+        expiries: vec![expires_at],
+        line_res: general.iter().map(|_| id).collect(),
+        line_no: general.iter().map(|(n, _)| *n as i32).collect(),
+        line_sku: general.iter().map(|(_, l)| l.sku).collect(),
+        line_wh: general.iter().map(|(_, l)| l.warehouse).collect(),
+        line_qty: general.iter().map(|(_, l)| l.quantity).collect(),
+        dirty: plan.iter().map(|(l, _)| l.sku).collect(),
+    }
+    .insert(&tx, ctx)
+    .await?;
     if inserted == 0 {
         return Err(ServiceError::conflict(
             "ownerId",
