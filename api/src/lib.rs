@@ -653,6 +653,13 @@ pub async fn run_worker(
             run_channel_sync(core.clone(), shutdown.clone())
         }));
     }
+    {
+        let core = core.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(supervise("ship-back", shutdown.clone(), move || {
+            run_ship_backs(core.clone(), shutdown.clone())
+        }));
+    }
     // Flash sale: batch order writers (the framework's `seckill-order-writer` is their
     // fallback) and the upkeep that re-warms campaigns and re-publishes stuck tickets.
     {
@@ -747,6 +754,24 @@ pub async fn run_channel_sync(
         uphub_services::channel_sync::sync_due(&core, worker, every)
             .await
             .map_err(|e| anyhow::anyhow!("channel sync: {e}"))?;
+    }
+}
+
+/// Reports shipped parcels to the marketplaces (persisted retry state, see
+/// `uphub_services::shipping`).
+pub async fn run_ship_backs(
+    core: Core,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        uphub_services::shipping::run_due(&core, 32)
+            .await
+            .map_err(|e| anyhow::anyhow!("ship-back: {e}"))?;
     }
 }
 

@@ -10,3 +10,4 @@ pub mod money;
 pub mod order;
 pub mod pii;
 pub mod rate;
+pub mod shipping;

@@ -12,6 +12,7 @@ mod m0007_buyer_identity;
 mod m0008_checkout;
 mod m0009_seckill;
 mod m0010_payment_close_buyer_refresh;
+mod m0011_ship_back;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_checkout::Migration),
             Box::new(m0009_seckill::Migration),
             Box::new(m0010_payment_close_buyer_refresh::Migration),
+            Box::new(m0011_ship_back::Migration),
         ]
     }
 }

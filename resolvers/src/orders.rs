@@ -8,10 +8,12 @@ use uphub_domain::catalog::ChannelType;
 use uphub_domain::identity::Permission;
 use uphub_domain::money::{self, Currency};
 use uphub_domain::order as dom;
+use uphub_domain::shipping::Carrier as DomCarrier;
 use uphub_services::audit::require;
 use uphub_services::channel_sync::{self, ConnectInput, ConnectionView};
 use uphub_services::fulfillment::{self, FulfillmentView, MergeMode as SvcMergeMode};
 use uphub_services::orders::{self as svc, OrderEventView, OrderFilter, OrderLineView, OrderView};
+use uphub_services::shipping::{self, ShipBackView};
 
 use crate::caller::{UserError, authed, decode_id, encode_id, field, page_args, user_errors};
 use crate::catalog::{Money, SalesChannel, SalesChannelType};
@@ -291,6 +293,108 @@ impl Fulfillment {
             .map(|o| encode_id("Order", *o))
             .collect()
     }
+    /// The carrier the parcel went with, once shipped.
+    async fn carrier(&self) -> Option<Carrier> {
+        self.0
+            .carrier
+            .as_deref()
+            .and_then(DomCarrier::parse)
+            .map(Into::into)
+    }
+    async fn tracking_number(&self) -> Option<&str> {
+        self.0.tracking_no.as_deref()
+    }
+    async fn shipped_at(&self) -> Option<DateTime<Utc>> {
+        self.0.shipped_at
+    }
+    /// How each marketplace order in the parcel was reported shipped to its platform.
+    async fn ship_backs(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ShipBack>> {
+        if self.0.status != "SHIPPED" {
+            return Ok(Vec::new());
+        }
+        let (core, rctx) = authed(ctx)?;
+        let list = shipping::ship_backs(core, rctx, &[self.0.id]).await?;
+        Ok(list.into_iter().map(ShipBack).collect())
+    }
+}
+
+/// Express carriers a parcel can be handed to.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    Sf,
+    Zto,
+    Yto,
+    Sto,
+    Yunda,
+    Ems,
+    Jd,
+    Jt,
+    Deppon,
+    ChinaPost,
+}
+
+impl From<Carrier> for DomCarrier {
+    fn from(c: Carrier) -> Self {
+        match c {
+            Carrier::Sf => DomCarrier::Sf,
+            Carrier::Zto => DomCarrier::Zto,
+            Carrier::Yto => DomCarrier::Yto,
+            Carrier::Sto => DomCarrier::Sto,
+            Carrier::Yunda => DomCarrier::Yunda,
+            Carrier::Ems => DomCarrier::Ems,
+            Carrier::Jd => DomCarrier::Jd,
+            Carrier::Jt => DomCarrier::Jt,
+            Carrier::Deppon => DomCarrier::Deppon,
+            Carrier::ChinaPost => DomCarrier::ChinaPost,
+        }
+    }
+}
+
+impl From<DomCarrier> for Carrier {
+    fn from(c: DomCarrier) -> Self {
+        match c {
+            DomCarrier::Sf => Carrier::Sf,
+            DomCarrier::Zto => Carrier::Zto,
+            DomCarrier::Yto => Carrier::Yto,
+            DomCarrier::Sto => Carrier::Sto,
+            DomCarrier::Yunda => Carrier::Yunda,
+            DomCarrier::Ems => Carrier::Ems,
+            DomCarrier::Jd => Carrier::Jd,
+            DomCarrier::Jt => Carrier::Jt,
+            DomCarrier::Deppon => Carrier::Deppon,
+            DomCarrier::ChinaPost => Carrier::ChinaPost,
+        }
+    }
+}
+
+/// The report of a parcel to one marketplace order's platform.
+pub struct ShipBack(ShipBackView);
+
+#[Object]
+impl ShipBack {
+    async fn id(&self) -> ID {
+        encode_id("ShipBack", self.0.id)
+    }
+    async fn order_id(&self) -> ID {
+        encode_id("Order", self.0.order_id)
+    }
+    async fn channel_type(&self) -> Option<SalesChannelType> {
+        ChannelType::parse(&self.0.channel_type).map(Into::into)
+    }
+    /// PENDING (being reported, retried with back-off), DONE or FAILED (refused for good:
+    /// `fulfillmentShipBackRetry` tries again).
+    async fn state(&self) -> &str {
+        &self.0.state
+    }
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
 }
 
 #[derive(SimpleObject)]
@@ -532,6 +636,32 @@ pub struct OrderSplitPayload {
 }
 
 #[derive(InputObject)]
+pub struct FulfillmentShipInput {
+    pub fulfillment_id: ID,
+    pub carrier: Carrier,
+    /// As printed on the label: 6-40 letters, digits or dashes.
+    pub tracking_number: String,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct FulfillmentShipPayload {
+    pub fulfillment: Option<Fulfillment>,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
+pub struct FulfillmentShipBackRetryInput {
+    pub fulfillment_id: ID,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct FulfillmentShipBackRetryPayload {
+    /// How many failed ship-backs went back in line.
+    pub requeued: Option<i32>,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
 pub struct OrderMergeModeSetInput {
     pub mode: MergeMode,
 }
@@ -652,6 +782,47 @@ impl OrdersMutation {
         let (f, user_errors) = user_errors(ctx, r)?;
         Ok(OrderSplitPayload {
             fulfillment: f.map(Fulfillment),
+            user_errors,
+        })
+    }
+
+    /// Hands an open fulfilment to a carrier: its orders move to SHIPPED (PARTIALLY_SHIPPED
+    /// when some of their lines travel apart), their reserved units leave the shelf, and each
+    /// marketplace order is reported shipped to its platform in the background (see
+    /// `Fulfillment.shipBacks`). Repeating the same call answers the same. FULFILLMENT_WRITE.
+    async fn fulfillment_ship(
+        &self,
+        ctx: &Context<'_>,
+        input: FulfillmentShipInput,
+    ) -> async_graphql::Result<FulfillmentShipPayload> {
+        let (core, rctx) = authed(ctx)?;
+        let r = match decode_id("Fulfillment", &input.fulfillment_id) {
+            Ok(id) => {
+                shipping::ship(core, rctx, id, input.carrier.into(), &input.tracking_number).await
+            }
+            Err(e) => require(rctx, Permission::FulfillmentWrite).and(Err(e)),
+        };
+        let (f, user_errors) = user_errors(ctx, r)?;
+        Ok(FulfillmentShipPayload {
+            fulfillment: f.map(Fulfillment),
+            user_errors,
+        })
+    }
+
+    /// Puts a shipped fulfilment's FAILED platform reports back in line. FULFILLMENT_WRITE.
+    async fn fulfillment_ship_back_retry(
+        &self,
+        ctx: &Context<'_>,
+        input: FulfillmentShipBackRetryInput,
+    ) -> async_graphql::Result<FulfillmentShipBackRetryPayload> {
+        let (core, rctx) = authed(ctx)?;
+        let r = match decode_id("Fulfillment", &input.fulfillment_id) {
+            Ok(id) => shipping::retry(core, rctx, id).await,
+            Err(e) => require(rctx, Permission::FulfillmentWrite).and(Err(e)),
+        };
+        let (n, user_errors) = user_errors(ctx, r)?;
+        Ok(FulfillmentShipBackRetryPayload {
+            requeued: n.map(|n| n.min(i32::MAX as u64) as i32),
             user_errors,
         })
     }

@@ -381,7 +381,7 @@ impl From<sea_orm::DbErr> for SyncError {
     }
 }
 
-fn adapter_for(
+pub(crate) fn adapter_for(
     core: &Core,
     channel: ChannelType,
     creds: Credentials,

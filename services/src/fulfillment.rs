@@ -337,9 +337,13 @@ pub struct FulfillmentView {
     pub status: String,
     pub merged: bool,
     pub order_ids: Vec<Uuid>,
+    pub carrier: Option<String>,
+    pub tracking_no: Option<String>,
+    pub shipped_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 const FULFILLMENT_SQL: &str = "SELECT f.id, f.warehouse_id, f.kind, f.ships_on, f.status, f.merged,
+      f.carrier, f.tracking_no, f.shipped_at,
       ARRAY(SELECT DISTINCT l.order_id FROM order_lines l
             WHERE l.tenant_id = f.tenant_id AND l.fulfillment_id = f.id) AS order_ids
     FROM fulfillments f WHERE f.tenant_id = $1";
@@ -353,6 +357,9 @@ fn view_from(r: &sea_orm::QueryResult) -> Result<FulfillmentView, sea_orm::DbErr
         status: r.try_get("", "status")?,
         merged: r.try_get("", "merged")?,
         order_ids: r.try_get("", "order_ids")?,
+        carrier: r.try_get("", "carrier")?,
+        tracking_no: r.try_get("", "tracking_no")?,
+        shipped_at: r.try_get("", "shipped_at")?,
     })
 }
 

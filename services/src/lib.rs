@@ -29,6 +29,7 @@ pub mod pubsub;
 pub mod ratelimit;
 pub mod reservation;
 pub mod seckill;
+pub mod shipping;
 pub mod staff;
 pub mod stock_cache;
 

@@ -251,7 +251,9 @@ pub async fn ingest(
             "receiver_ref": o.receiver.decrypt_ref, "receiver_ct": f.receiver_ct,
             "receiver_key": f.receiver_key, "total_fen": o.total_fen,
             "post_fee_fen": o.post_fee_fen, "placed_at": o.created_at, "paid_at": o.paid_at,
-            "needs_attention": attention, "stock_dirty": inserted || changed,
+            "needs_attention": attention,
+            "stock_dirty": inserted || changed || (status.unshipped()
+                && o.lines.iter().any(|l| l.after_sales.as_str() == "REFUNDED")),
         }));
     }
 
@@ -414,6 +416,8 @@ struct StockLine {
     warehouse: Option<Uuid>,
     quantity: i32,
     refunded: bool,
+    /// A refunded line whose units went back (or were never taken).
+    released: bool,
 }
 
 /// Settles the stock of orders whose status changed, across tenants. Each order is settled in
@@ -531,6 +535,24 @@ async fn settle_many(
             _ => {}
         }
     }
+    // A line refunded before shipping gives its units back order by order (`settle`).
+    if !idle.is_empty() {
+        let refunding: HashSet<Uuid> = tx
+            .query_all_raw(stmt(
+                "SELECT DISTINCT order_id FROM order_lines
+                 WHERE tenant_id = $1 AND order_id = ANY($2) AND after_sales = 'REFUNDED'
+                   AND NOT stock_released",
+                vec![
+                    tenant.0.into(),
+                    idle.iter().map(|b| b.0).collect::<Vec<_>>().into(),
+                ],
+            ))
+            .await?
+            .iter()
+            .map(|r| r.try_get::<Uuid>("", "order_id"))
+            .collect::<Result<_, _>>()?;
+        idle.retain(|b| !refunding.contains(&b.0));
+    }
     if batch.is_empty() && idle.is_empty() {
         tx.commit().await?;
         return Ok((0, ids.to_vec()));
@@ -626,6 +648,13 @@ async fn settle_many(
         .iter()
         .map(|r| r.try_get::<Uuid>("", "id"))
         .collect::<Result<_, _>>()?;
+    // Lines already refunded when the order was reserved were never taken.
+    let untaken: Vec<Uuid> = lines
+        .iter()
+        .filter(|l| l.refunded && !l.released && settled.contains(&l.order))
+        .map(|l| l.id)
+        .collect();
+    mark_released(&tx, &untaken).await?;
     let mut events = Vec::with_capacity(reserved.len());
     let mut live = Vec::with_capacity(reserved.len());
     for (b, rid) in reserved.iter().filter(|(b, _)| changed.contains(&b.0)) {
@@ -703,6 +732,27 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
         .filter(|(_, s)| s == "ACTIVE")
         .map(|(id, _)| *id);
     let confirmed = held.as_ref().is_some_and(|(_, s)| s == "CONFIRMED");
+    // Lines refunded before shipping give their units back before anything else (a shipment
+    // must not confirm them); a cancel gives everything back below anyway.
+    let mut released_now: Vec<Uuid> = Vec::new();
+    if status != OrderStatus::Cancelled {
+        let refunded_open = lines.iter().filter(|l| l.refunded && !l.released);
+        for l in refunded_open {
+            if let (Some(rid), Some(wh)) = (active, l.warehouse) {
+                match reservation::release_part(core, &ctx, rid, l.id, l.sku, wh, l.quantity).await
+                {
+                    Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Without an active reservation the line's units were never taken (reserved after
+            // the refund, or not at all). Confirmed units have left the shelf: a restock is a
+            // stock adjustment, not a release.
+            if !confirmed {
+                released_now.push(l.id);
+            }
+        }
+    }
     let (new_state, detail) = match step {
         StockStep::Nothing => (state, None),
         StockStep::MarkReleased => (StockState::Released, None),
@@ -747,6 +797,20 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
     };
 
     let tx = TenantTx::begin(&core.db, tenant).await?;
+    mark_released(&tx, &released_now).await?;
+    if !released_now.is_empty() && held.is_some() {
+        insert_events(
+            &tx,
+            vec![event_row(
+                order,
+                "STOCK_LINES_RELEASED",
+                None,
+                None,
+                json!({"lines": released_now}),
+            )],
+        )
+        .await?;
+    }
     let mut attention_add: Vec<&str> = Vec::new();
     let mut attention_del: Vec<&str> = Vec::new();
     if new_state == StockState::Short {
@@ -813,11 +877,32 @@ pub async fn settle(core: &Core, tenant: TenantId, order: Uuid) -> ServiceResult
     Ok(())
 }
 
+/// Records refunded lines whose units are back in the pool (or were never taken): they leave
+/// their fulfilment, and a fulfilment left with nothing to ship is cancelled.
+async fn mark_released(tx: &TenantTx, lines: &[Uuid]) -> ServiceResult<()> {
+    if !lines.is_empty() {
+        tx.execute_raw(stmt(
+            "WITH freed AS (
+               UPDATE order_lines SET stock_released = true, fulfillment_id = NULL
+               WHERE tenant_id = $1 AND id = ANY($2)
+               RETURNING fulfillment_id)
+             UPDATE fulfillments f SET status = 'CANCELLED', updated_at = now()
+             WHERE f.tenant_id = $1 AND f.status = 'OPEN'
+               AND f.id IN (SELECT fulfillment_id FROM freed)
+               AND NOT EXISTS (SELECT 1 FROM order_lines l WHERE l.tenant_id = $1
+                               AND l.fulfillment_id = f.id AND l.id <> ALL($2))",
+            vec![tx.tenant().0.into(), lines.to_vec().into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// The mapped lines of `orders`, grouped by order in line order.
 async fn stock_lines(tx: &TenantTx, orders: &[Uuid]) -> ServiceResult<Vec<StockLine>> {
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT order_id, id, sku_id, warehouse_id, quantity, after_sales FROM order_lines
+            "SELECT order_id, id, sku_id, warehouse_id, quantity, after_sales, stock_released FROM order_lines
              WHERE tenant_id = $1 AND order_id = ANY($2) AND sku_id IS NOT NULL
              ORDER BY order_id, line_no",
             vec![tx.tenant().0.into(), orders.to_vec().into()],
@@ -832,6 +917,7 @@ async fn stock_lines(tx: &TenantTx, orders: &[Uuid]) -> ServiceResult<Vec<StockL
                 warehouse: r.try_get("", "warehouse_id")?,
                 quantity: r.try_get("", "quantity")?,
                 refunded: r.try_get::<String>("", "after_sales")? == "REFUNDED",
+                released: r.try_get("", "stock_released")?,
             })
         })
         .collect::<Result<_, sea_orm::DbErr>>()

@@ -666,6 +666,7 @@ async fn draw_hold(tx: &TenantTx, line: &Line, campaign: &str) -> ServiceResult<
 }
 
 struct StoredLine {
+    line_no: i32,
     sku: Uuid,
     warehouse: Uuid,
     quantity: i32,
@@ -689,14 +690,15 @@ async fn lock_active(tx: &TenantTx, id: Uuid) -> ServiceResult<Vec<StoredLine>> 
     }
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT sku_id, warehouse_id, quantity, hold_id FROM reservation_lines
-             WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY sku_id, warehouse_id",
+            "SELECT line_no, sku_id, warehouse_id, quantity, hold_id FROM reservation_lines
+             WHERE tenant_id = $1 AND reservation_id = $2 ORDER BY sku_id, warehouse_id, line_no",
             vec![tx.tenant().0.into(), id.into()],
         ))
         .await?;
     rows.iter()
         .map(|r| {
             Ok(StoredLine {
+                line_no: r.try_get("", "line_no")?,
                 sku: r.try_get("", "sku_id")?,
                 warehouse: r.try_get("", "warehouse_id")?,
                 quantity: r.try_get("", "quantity")?,
@@ -706,84 +708,186 @@ async fn lock_active(tx: &TenantTx, id: Uuid) -> ServiceResult<Vec<StoredLine>> 
         .collect()
 }
 
+/// Gives `quantity` units of a reserved line back: to its hold when the hold is still active,
+/// else to general stock. Returns the level after the move and the cache field to bump.
+async fn give_back(
+    tx: &TenantTx,
+    ctx: &RequestCtx,
+    l: &StoredLine,
+    quantity: i32,
+    reason: &str,
+    owner: &str,
+) -> ServiceResult<(LevelView, String)> {
+    let campaign = match l.hold_id {
+        Some(h) => tx
+            .query_one_raw(stmt(
+                "UPDATE stock_holds SET remaining = remaining + $3
+                 WHERE tenant_id = $1 AND id = $2 AND status = 'ACTIVE' AND expires_at > now()
+                 RETURNING campaign",
+                vec![ctx.tenant.0.into(), h.into(), quantity.into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<String>("", "campaign"))
+            .transpose()?,
+        None => None,
+    };
+    let (sql, m, field) = match &campaign {
+        Some(c) => (
+            "UPDATE inventory_levels SET reserved = reserved - $4, held = held + $4, updated_at = now()
+             WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+            Movement::ReleaseToHold(quantity),
+            stock_cache::hold_field(c, l.warehouse),
+        ),
+        None => (
+            "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = now()
+             WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
+            Movement::Release(quantity),
+            stock_cache::general_field(l.warehouse),
+        ),
+    };
+    let row = tx
+        .query_one_raw(stmt(
+            sql,
+            vec![
+                ctx.tenant.0.into(),
+                l.sku.into(),
+                l.warehouse.into(),
+                quantity.into(),
+            ],
+        ))
+        .await?
+        .ok_or(ServiceError::NotFound)?;
+    let level = level_from(&row)?;
+    ledger(
+        tx,
+        ctx,
+        l.sku,
+        l.warehouse,
+        m,
+        Some(reason),
+        Some(("RESERVATION", owner)),
+    )
+    .await?;
+    Ok((level, field))
+}
+
+/// After the commit: the Redis counters and the live-stock subscribers learn of the moves.
+async fn after_give_back(
+    core: &Core,
+    ctx: &RequestCtx,
+    cache_changes: Vec<(Uuid, String, i32)>,
+    levels: &[LevelView],
+) {
+    for (sku, field, q) in cache_changes {
+        if let Err(e) = stock_cache::bump(core, ctx.tenant, sku, &[(field, q)]).await {
+            tracing::warn!(error = %e, "stock cache release failed; reconciler will repair");
+        }
+    }
+    stock_cache::publish_levels(core, ctx.tenant, levels).await;
+}
+
 /// Ends an unpaid reservation (cancel or timeout): units return to their hold when it is still
 /// active, else to general stock.
 pub async fn release(core: &Core, ctx: &RequestCtx, id: Uuid, expired: bool) -> ServiceResult<()> {
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let lines = lock_active(&tx, id).await?;
     let owner = id.to_string();
+    let reason = if expired { "EXPIRED" } else { "RELEASED" };
     let mut cache_changes: Vec<(Uuid, String, i32)> = Vec::new();
     let mut levels = Vec::new();
     for l in &lines {
-        let campaign = match l.hold_id {
-            Some(h) => tx
-                .query_one_raw(stmt(
-                    "UPDATE stock_holds SET remaining = remaining + $3
-                     WHERE tenant_id = $1 AND id = $2 AND status = 'ACTIVE' AND expires_at > now()
-                     RETURNING campaign",
-                    vec![ctx.tenant.0.into(), h.into(), l.quantity.into()],
-                ))
-                .await?
-                .map(|r| r.try_get::<String>("", "campaign"))
-                .transpose()?,
-            None => None,
-        };
-        let (sql, m, field) = match &campaign {
-            Some(c) => (
-                "UPDATE inventory_levels SET reserved = reserved - $4, held = held + $4, updated_at = now()
-                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
-                Movement::ReleaseToHold(l.quantity),
-                stock_cache::hold_field(c, l.warehouse),
-            ),
-            None => (
-                "UPDATE inventory_levels SET reserved = reserved - $4, updated_at = now()
-                 WHERE tenant_id = $1 AND sku_id = $2 AND warehouse_id = $3 RETURNING sku_id, warehouse_id, on_hand, reserved, held",
-                Movement::Release(l.quantity),
-                stock_cache::general_field(l.warehouse),
-            ),
-        };
-        let row = tx
-            .query_one_raw(stmt(
-                sql,
-                vec![
-                    ctx.tenant.0.into(),
-                    l.sku.into(),
-                    l.warehouse.into(),
-                    l.quantity.into(),
-                ],
-            ))
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        levels.push(level_from(&row)?);
-        ledger(
-            &tx,
-            ctx,
-            l.sku,
-            l.warehouse,
-            m,
-            Some(if expired { "EXPIRED" } else { "RELEASED" }),
-            Some(("RESERVATION", &owner)),
-        )
-        .await?;
+        let (level, field) = give_back(&tx, ctx, l, l.quantity, reason, &owner).await?;
+        levels.push(level);
         cache_changes.push((l.sku, field, l.quantity));
     }
     tx.execute_raw(stmt(
         "UPDATE reservations SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2",
-        vec![
-            ctx.tenant.0.into(),
-            id.into(),
-            (if expired { "EXPIRED" } else { "RELEASED" }).into(),
-        ],
+        vec![ctx.tenant.0.into(), id.into(), reason.into()],
     ))
     .await?;
     tx.commit().await?;
-    for (sku, field, q) in cache_changes {
-        if let Err(e) = stock_cache::bump(core, ctx.tenant, sku, &[(field, q)]).await {
-            tracing::warn!(error = %e, "stock cache release failed; reconciler will repair");
-        }
-    }
-    stock_cache::publish_levels(core, ctx.tenant, &levels).await;
+    after_give_back(core, ctx, cache_changes, &levels).await;
     Ok(())
+}
+
+/// Gives back one part of an active reservation (an order line refunded before shipping):
+/// `quantity` units of `sku` from `warehouse`, the rest stays reserved. Idempotent per `part`
+/// (the order line id): a part given back once is not given back again. A reservation left
+/// with nothing ends RELEASED. Returns whether units moved.
+pub async fn release_part(
+    core: &Core,
+    ctx: &RequestCtx,
+    id: Uuid,
+    part: Uuid,
+    sku: Uuid,
+    warehouse: Uuid,
+    quantity: i32,
+) -> ServiceResult<bool> {
+    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let lines = lock_active(&tx, id).await?;
+    let done = tx
+        .query_one_raw(stmt(
+            "SELECT $3 = ANY(released_parts) AS done FROM reservations WHERE tenant_id = $1 AND id = $2",
+            vec![ctx.tenant.0.into(), id.into(), part.into()],
+        ))
+        .await?
+        .map(|r| r.try_get::<bool>("", "done"))
+        .transpose()?
+        .unwrap_or(false);
+    if done {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let owner = id.to_string();
+    let mut left = quantity.max(0);
+    let mut cache_changes: Vec<(Uuid, String, i32)> = Vec::new();
+    let mut levels = Vec::new();
+    for l in lines
+        .iter()
+        .filter(|l| l.sku == sku && l.warehouse == warehouse)
+    {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(l.quantity);
+        let (level, field) = give_back(&tx, ctx, l, take, "REFUNDED", &owner).await?;
+        levels.push(level);
+        cache_changes.push((l.sku, field, take));
+        // Rows keep a positive quantity: a line given back whole goes.
+        let sql = if take == l.quantity {
+            "DELETE FROM reservation_lines
+             WHERE tenant_id = $1 AND reservation_id = $2 AND line_no = $3 AND $4 > 0"
+        } else {
+            "UPDATE reservation_lines SET quantity = quantity - $4
+             WHERE tenant_id = $1 AND reservation_id = $2 AND line_no = $3"
+        };
+        tx.execute_raw(stmt(
+            sql,
+            vec![
+                ctx.tenant.0.into(),
+                id.into(),
+                l.line_no.into(),
+                take.into(),
+            ],
+        ))
+        .await?;
+        left -= take;
+    }
+    if left > 0 {
+        tracing::warn!(reservation = %id, %part, left, "the reservation held less of the part than asked");
+    }
+    let gone = lines.iter().map(|l| l.quantity).sum::<i32>() <= quantity.max(0) - left;
+    tx.execute_raw(stmt(
+        "UPDATE reservations SET released_parts = array_append(released_parts, $3),
+            status = CASE WHEN $4 THEN 'RELEASED' ELSE status END, updated_at = now()
+         WHERE tenant_id = $1 AND id = $2",
+        vec![ctx.tenant.0.into(), id.into(), part.into(), gone.into()],
+    ))
+    .await?;
+    tx.commit().await?;
+    let moved = !cache_changes.is_empty();
+    after_give_back(core, ctx, cache_changes, &levels).await;
+    Ok(moved)
 }
 
 /// Paid: reserved units leave the shelf. Activation-code lines are issued their codes here,

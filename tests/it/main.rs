@@ -15,4 +15,5 @@ mod orders_tenancy;
 mod protection;
 mod push;
 mod seckill;
+mod shipping;
 mod stock;

@@ -207,6 +207,11 @@ impl Order {
             receiver: self.receiver.clone(),
             post_fee_fen: self.post_fee_fen,
             total_fen: self.total_fen(),
+            shipments: self
+                .shipments
+                .iter()
+                .map(|x| (x.company_code.clone(), x.tracking_no.clone()))
+                .collect(),
             lines: self
                 .lines
                 .iter()
@@ -285,6 +290,7 @@ pub(crate) enum Change {
     Completed,
     Cancelled,
     Refunded,
+    LineRefunded,
 }
 
 impl Change {
@@ -297,6 +303,7 @@ impl Change {
             Change::Shipped { partly: false } => "taobao_trade_TradeSellerShip",
             Change::Completed => "taobao_trade_TradeSuccess",
             Change::Cancelled | Change::Refunded => "taobao_trade_TradeClose",
+            Change::LineRefunded => "taobao_refund_RefundSuccess",
         }
     }
 
@@ -308,6 +315,8 @@ impl Change {
             Change::Completed => "103",
             Change::AddressChanged => "105",
             Change::Cancelled | Change::Refunded => "106",
+            // 退款成功
+            Change::LineRefunded => "206",
         }
     }
 }
@@ -654,6 +663,25 @@ impl State {
                 }
                 Change::Refunded
             }
+            (Stage::Paid, OrderEvent::RefundLine { line_id }) => {
+                let Some(l) = o
+                    .lines
+                    .iter_mut()
+                    .find(|l| &l.line_id == line_id && !l.refunded)
+                else {
+                    return Err(MockError::Invalid(format!(
+                        "order {id} has no open line {line_id}"
+                    )));
+                };
+                l.refunded = true;
+                if o.lines.iter().all(|l| l.refunded) {
+                    o.stage = Stage::Refunded;
+                    o.finished_ms = Some(at);
+                    Change::Refunded
+                } else {
+                    Change::LineRefunded
+                }
+            }
             (Stage::Unpaid | Stage::Paid, OrderEvent::ChangeAddress { receiver }) => {
                 o.receiver = receiver.clone();
                 o.addr_version += 1;
@@ -675,7 +703,10 @@ impl State {
                 }
                 let mut shipped_any = false;
                 for l in &mut o.lines {
-                    if !l.shipped && (line_ids.is_empty() || line_ids.contains(&l.line_id)) {
+                    if !l.shipped
+                        && !l.refunded
+                        && (line_ids.is_empty() || line_ids.contains(&l.line_id))
+                    {
                         l.shipped = true;
                         shipped_any = true;
                     }
@@ -688,7 +719,7 @@ impl State {
                     tracking_no: tracking_no.clone(),
                     at_ms: at,
                 });
-                let partly = o.lines.iter().any(|l| !l.shipped);
+                let partly = o.lines.iter().any(|l| !l.shipped && !l.refunded);
                 o.stage = if partly {
                     Stage::PartShipped
                 } else {

@@ -200,6 +200,11 @@ pub enum OrderEvent {
     Cancel,
     /// Refunded after payment, before shipping: the order closes, every line refunded.
     Refund,
+    /// One line refunded after payment, before shipping; the order goes on with the rest (and
+    /// closes when no line is left).
+    RefundLine {
+        line_id: String,
+    },
     ChangeAddress {
         receiver: Receiver,
     },
@@ -222,6 +227,7 @@ impl OrderEvent {
             OrderEvent::Pay => "pay",
             OrderEvent::Cancel => "cancel",
             OrderEvent::Refund => "refund",
+            OrderEvent::RefundLine { .. } => "refund_line",
             OrderEvent::ChangeAddress { .. } => "change_address",
             OrderEvent::Ship { .. } => "ship",
             OrderEvent::Complete => "complete",
@@ -247,6 +253,8 @@ pub struct TruthOrder {
     pub receiver: Receiver,
     pub post_fee_fen: i64,
     pub total_fen: i64,
+    /// Parcels reported by the seller: (carrier code as sent, tracking number).
+    pub shipments: Vec<(String, String)>,
     pub lines: Vec<TruthLine>,
 }
 
