@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uphub_domain::catalog::ChannelType;
 use uphub_domain::order::{ChannelOrder, Receiver, SealedReceiver};
 
+pub mod doudian_push;
 pub mod douyin;
 mod http;
 pub mod sign;
