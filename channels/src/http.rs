@@ -30,6 +30,9 @@ pub struct HttpConfig {
     /// announces hours) is handed to the caller at once, so it can reschedule instead of holding
     /// a worker and hitting the ban again.
     pub max_ban_wait: Duration,
+    /// One more trusted root (PEM) besides the public web PKI the platforms use: a private
+    /// gateway in front of them, or a test server.
+    pub extra_root_pem: Option<&'static str>,
 }
 
 impl Default for HttpConfig {
@@ -41,6 +44,7 @@ impl Default for HttpConfig {
             throttle_backoff_start: Duration::from_secs(1),
             backoff_cap: Duration::from_secs(5),
             max_ban_wait: Duration::from_secs(60),
+            extra_root_pem: None,
         }
     }
 }
@@ -135,8 +139,15 @@ pub(crate) struct Http {
 
 impl Http {
     pub(crate) fn new(config: HttpConfig) -> Result<Self, ChannelError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
+        // HTTPS through rustls with the ring provider and the webpki roots (the workspace's
+        // reqwest features): every platform endpoint is https.
+        let mut builder = reqwest::Client::builder().timeout(config.timeout);
+        if let Some(pem) = config.extra_root_pem {
+            let root = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| ChannelError::Unavailable(format!("extra root certificate: {e}")))?;
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
             .build()
             .map_err(|e| ChannelError::Unavailable(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {

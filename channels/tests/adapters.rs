@@ -873,3 +873,81 @@ fn connect_builds_marketplaces_only() {
         }
     }
 }
+
+// ------------------------------------------------------------------ HTTPS ---
+
+const TEST_CERT: &str = include_str!("fixtures/tls-test-cert.pem");
+const TEST_KEY: &str = include_str!("fixtures/tls-test-key.pem");
+
+/// The same platform behind TLS (a self-signed end-entity certificate for localhost, made with
+/// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500
+/// -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1
+/// -addext basicConstraints=critical,CA:FALSE -addext extendedKeyUsage=serverAuth`; webpki
+/// refuses a CA certificate as the server's own).
+async fn tls_platform(respond: impl Fn(&Call) -> Value + Send + Sync + 'static) -> String {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (_p, plain) = platform(respond).await;
+    let upstream = plain.trim_start_matches("http://").to_owned();
+    let certs = vec![CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // TLS terminates here; the bytes go on to the plain platform.
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(tcp).await {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                    }
+                }
+            });
+        }
+    });
+    format!("https://localhost:{port}")
+}
+
+#[tokio::test]
+async fn adapters_speak_https_and_refuse_a_certificate_they_do_not_trust() {
+    let base = tls_platform(|c| match c.method.as_str() {
+        "taobao.trade.fullinfo.get" => {
+            json!({"trade_fullinfo_get_response": {"trade": top_trade(7)}})
+        }
+        _ => json!({}),
+    })
+    .await;
+    let trusted = HttpConfig {
+        extra_root_pem: Some(TEST_CERT),
+        ..config()
+    };
+    let shop = TaobaoShop::new(creds(&base), trusted).unwrap();
+    let o = shop.order("7").await.unwrap();
+    assert_eq!(o.platform_order_id, "4000000007");
+
+    // The public roots do not include the test certificate: the handshake fails, as an outage
+    // the caller may retry, never a panic.
+    let strict = HttpConfig {
+        max_attempts: 1,
+        ..config()
+    };
+    let shop = TaobaoShop::new(creds(&base), strict).unwrap();
+    match shop.order("7").await {
+        Err(ChannelError::Unavailable(m)) => assert!(!m.is_empty()),
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+}
