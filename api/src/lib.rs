@@ -471,7 +471,12 @@ async fn serve_media(
                 request_id: rid.clone(),
                 ip: Some(addr.ip().to_string()),
             };
-            match uphub_services::media::media_open(&app.core, &ctx, id, thumbnail).await {
+            let text = |h| headers.get(h).and_then(|v: &HeaderValue| v.to_str().ok());
+            let range = uphub_services::media::RangeAsk {
+                range: text(header::RANGE),
+                if_range: text(header::IF_RANGE),
+            };
+            match uphub_services::media::media_open(&app.core, &ctx, id, thumbnail, range).await {
                 Ok(obj) => media_response(obj, headers),
                 Err(uphub_services::ServiceError::NotFound) => media_not_found(),
                 Err(e) => {
@@ -499,18 +504,39 @@ fn media_response(obj: uphub_services::media::MediaObject, headers: &HeaderMap) 
             v.split(',')
                 .any(|t| t.trim() == obj.etag || t.trim() == "*")
         });
+    use uphub_domain::media::ByteRange;
     let mut resp = if etag_matches {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        let (status, length, content_range) = match obj.range {
+            ByteRange::Whole => (StatusCode::OK, obj.size, None),
+            ByteRange::Part { start, end } => (
+                StatusCode::PARTIAL_CONTENT,
+                end - start + 1,
+                Some(format!("bytes {start}-{end}/{}", obj.size)),
+            ),
+            ByteRange::Unsatisfiable => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                0,
+                Some(format!("bytes */{}", obj.size)),
+            ),
+        };
         let mut r = axum::body::Body::from_stream(obj.body).into_response();
-        if let Ok(v) = HeaderValue::from_str(&obj.content_type) {
+        *r.status_mut() = status;
+        if status != StatusCode::RANGE_NOT_SATISFIABLE
+            && let Ok(v) = HeaderValue::from_str(&obj.content_type)
+        {
             r.headers_mut().insert(header::CONTENT_TYPE, v);
         }
         r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(obj.size));
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Some(v) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            r.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
         r
     };
     let h = resp.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     // Content under a key never changes: new uploads get new ids.
     h.insert(
         header::CACHE_CONTROL,

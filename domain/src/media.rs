@@ -229,6 +229,64 @@ impl From<MediaError> for InvalidInput {
     }
 }
 
+/// What a `Range` request header asks of a file of `size` bytes (RFC 9110 §14): one byte range
+/// is served as a part; several ranges, another unit or a malformed header are ignored (the whole
+/// file is served, as the RFC allows); a range that starts past the end cannot be satisfied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteRange {
+    Whole,
+    /// Bytes `start..=end`, both within the file.
+    Part {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+pub fn byte_range(header: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = header.map(str::trim).and_then(|h| h.strip_prefix("bytes=")) else {
+        return ByteRange::Whole;
+    };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return ByteRange::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), num(first), num(last)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                ByteRange::Unsatisfiable
+            } else {
+                ByteRange::Part {
+                    start: size.saturating_sub(n),
+                    end: size - 1,
+                }
+            }
+        }
+        (false, Some(start), end) if last.trim().is_empty() || end.is_some() => {
+            if end.is_some_and(|e| e < start) {
+                return ByteRange::Whole;
+            }
+            if start >= size {
+                return ByteRange::Unsatisfiable;
+            }
+            ByteRange::Part {
+                start,
+                end: end.map_or(size - 1, |e| e.min(size - 1)),
+            }
+        }
+        _ => ByteRange::Whole,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,5 +421,58 @@ mod tests {
             assert_eq!(MediaKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(MediaKind::parse("AUDIO"), None);
+    }
+
+    #[test]
+    fn byte_ranges_follow_rfc_9110() {
+        use ByteRange::*;
+        let r = |h: &str| byte_range(Some(h), 1000);
+        assert_eq!(byte_range(None, 1000), Whole);
+        assert_eq!(r("bytes=0-499"), Part { start: 0, end: 499 });
+        assert_eq!(
+            r("bytes=500-"),
+            Part {
+                start: 500,
+                end: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=-100"),
+            Part {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(r("bytes=-5000"), Part { start: 0, end: 999 });
+        assert_eq!(
+            r("bytes=900-5000"),
+            Part {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            r("bytes=999-999"),
+            Part {
+                start: 999,
+                end: 999
+            }
+        );
+        assert_eq!(r("bytes=1000-"), Unsatisfiable);
+        assert_eq!(r("bytes=-0"), Unsatisfiable);
+        assert_eq!(byte_range(Some("bytes=0-"), 0), Unsatisfiable);
+        // Ignored: the whole file is served.
+        for h in [
+            "bytes=0-1,5-9",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=abc",
+            "bytes=-",
+            "bytes=1-x",
+            "bytes=+1-2",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(r(h), Whole, "{h}");
+        }
     }
 }

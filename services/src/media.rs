@@ -24,7 +24,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Semaphore;
 use uphub_domain::identity::{InvalidInput, Permission};
 use uphub_domain::media::{
-    self, MediaError, MediaFormat, MediaKind, MediaLimits, SNIFF_LEN, THUMBNAIL_LONG_SIDE,
+    self, ByteRange, MediaError, MediaFormat, MediaKind, MediaLimits, SNIFF_LEN,
+    THUMBNAIL_LONG_SIDE, byte_range,
 };
 use uphub_tenants::{RequestCtx, TenantTx};
 use uuid::Uuid;
@@ -612,10 +613,22 @@ pub async fn product_media_set(
 /// A stored file, ready to stream.
 pub struct MediaObject {
     pub content_type: String,
+    /// The whole file's size.
     pub size: u64,
     /// A strong validator: the content never changes under a key.
     pub etag: String,
+    /// What of the file `body` carries (the whole file, one part, or nothing: unsatisfiable).
+    pub range: ByteRange,
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+/// The request's `Range` and `If-Range` headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RangeAsk<'a> {
+    pub range: Option<&'a str>,
+    /// The version the client holds a piece of: another version gets the whole file (the
+    /// validator is our strong ETag; a date never matches).
+    pub if_range: Option<&'a str>,
 }
 
 /// Opens a media file (or its thumbnail) for the public `GET /media/<tenant>/<id>` route. No
@@ -626,6 +639,7 @@ pub async fn media_open(
     ctx: &RequestCtx,
     id: Uuid,
     thumbnail: bool,
+    ask: RangeAsk<'_>,
 ) -> ServiceResult<MediaObject> {
     use sea_orm::sqlx::Row;
     // Storefront hot path: one round trip; the ids are typed UUIDs rendered as literals.
@@ -657,23 +671,56 @@ pub async fn media_open(
         )
     };
     let store = store(&core.cfg.media).map_err(ServiceError::Internal)?;
-    let got = match store.get(&ObjectPath::from(key.as_str())).await {
-        Ok(g) => g,
-        Err(object_store::Error::NotFound { .. }) => {
+    let path = ObjectPath::from(key.as_str());
+    let missing = |e: object_store::Error| match e {
+        object_store::Error::NotFound { .. } => {
             tracing::warn!(%key, "media row without its object");
-            return Err(ServiceError::NotFound);
+            ServiceError::NotFound
         }
-        Err(e) => return Err(internal(e, "opening a media object")),
+        e => internal(e, "opening a media object"),
+    };
+    // A part needs the size first (a video player asks for `bytes=N-` as it seeks).
+    let range = ask
+        .range
+        .filter(|_| ask.if_range.is_none_or(|t| t.trim() == etag));
+    let (size, range) = match range {
+        None => (None, ByteRange::Whole),
+        Some(h) => {
+            let size = store.head(&path).await.map_err(missing)?.size;
+            (Some(size), byte_range(Some(h), size))
+        }
+    };
+    let (size, body) = match range {
+        ByteRange::Unsatisfiable => (
+            size.unwrap_or_default(),
+            futures_util::stream::empty().boxed(),
+        ),
+        ByteRange::Whole => {
+            let got = store.get(&path).await.map_err(missing)?;
+            (got.meta.size, stream_of(got))
+        }
+        ByteRange::Part { start, end } => {
+            let opts = object_store::GetOptions {
+                range: Some(object_store::GetRange::Bounded(start..end + 1)),
+                ..Default::default()
+            };
+            let got = store.get_opts(&path, opts).await.map_err(missing)?;
+            (got.meta.size, stream_of(got))
+        }
     };
     Ok(MediaObject {
         content_type,
-        size: got.meta.size,
+        size,
         etag,
-        body: got
-            .into_stream()
-            .map(|r| r.map_err(std::io::Error::from))
-            .boxed(),
+        range,
+        body,
     })
+}
+
+fn stream_of(got: object_store::GetResult) -> BoxStream<'static, std::io::Result<Bytes>> {
+    got.into_stream()
+        .map(|r| r.map_err(std::io::Error::from))
+        .boxed()
 }
 
 #[cfg(test)]

@@ -583,3 +583,90 @@ async fn a_failed_insert_deletes_the_stored_files_and_a_failed_store_writes_no_r
     assert_eq!(code(&v), "INTERNAL", "{v}");
     assert_eq!(media_rows(&broken).await, 0);
 }
+
+#[tokio::test]
+async fn a_video_is_served_in_byte_ranges_for_seeking_players() {
+    let app = spawn().await;
+    let mut video = mp4(200 * 1024);
+    for (i, b) in video.iter_mut().enumerate().skip(64) {
+        *b = (i % 251) as u8;
+    }
+    let m = upload_ok(&app, &app.a.token, video.clone()).await;
+    assert_eq!(m["contentType"], "video/mp4");
+    let url = format!("{}{}", app.addr, m["url"].as_str().unwrap());
+    let ranged = |range: &str| app.http.get(&url).header("range", range.to_string()).send();
+    let size = video.len();
+
+    // The whole file says it takes ranges.
+    let whole = app.http.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["accept-ranges"], "bytes");
+    let etag = whole.headers()["etag"].to_str().unwrap().to_string();
+
+    // A seek: from an offset to the end, a closed range, the last bytes.
+    let r = ranged("bytes=100000-").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-type"], "video/mp4");
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 100000-{}/{size}", size - 1).as_str()
+    );
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &video[100_000..]);
+    let r = ranged("bytes=10-19").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["content-length"], "10");
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &video[10..20]);
+    let r = ranged("bytes=-16").await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &video[size - 16..]);
+
+    // Past the end: 416 with the size; several ranges or nonsense: the whole file.
+    let r = ranged(&format!("bytes={size}-")).await.unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{size}").as_str()
+    );
+    for h in ["bytes=0-1,5-9", "bytes=oops", "pages=1-2"] {
+        let r = ranged(h).await.unwrap();
+        assert_eq!(r.status(), 200, "{h}");
+        assert_eq!(r.bytes().await.unwrap().len(), size, "{h}");
+    }
+
+    // If-Range: the same version resumes, another gets the whole file.
+    let r = app
+        .http
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", etag.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let r = app
+        .http
+        .get(&url)
+        .header("range", "bytes=0-9")
+        .header("if-range", "\"another-version\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().len(), size);
+
+    // The other tenant's path does not serve a byte of it.
+    let other = tenant_id(&app, &app.b.slug).await;
+    let foreign = format!(
+        "{}/media/{other}/{}",
+        app.addr,
+        m["url"].as_str().unwrap().rsplit('/').next().unwrap()
+    );
+    let r = app
+        .http
+        .get(&foreign)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
