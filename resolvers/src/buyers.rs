@@ -338,6 +338,18 @@ pub struct StorefrontLoginSettingsSetPayload {
 }
 
 #[derive(InputObject)]
+pub struct BuyerLogoutInput {
+    /// The refresh token of this device's session: revoked with every token since its login.
+    pub refresh_token: Option<String>,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct BuyerLogoutPayload {
+    pub logged_out: bool,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
 pub struct BuyerTokenRefreshInput {
     /// A buyer refresh token from a buyer login or an earlier refresh (staff ones are refused).
     pub refresh_token: String,
@@ -476,6 +488,22 @@ impl BuyersMutation {
     }
 
     /// Deletes one of the signed-in buyer's addresses.
+    /// Ends the buyer's session on this device: the access token stops working at once and the
+    /// given refresh token's family is revoked. Buyer tokens only.
+    async fn buyer_logout(
+        &self,
+        ctx: &Context<'_>,
+        input: BuyerLogoutInput,
+    ) -> async_graphql::Result<BuyerLogoutPayload> {
+        let (core, rctx) = authed(ctx)?;
+        let r = svc::buyer_logout(core, rctx, input.refresh_token.as_deref()).await;
+        let (done, user_errors) = user_errors(ctx, r)?;
+        Ok(BuyerLogoutPayload {
+            logged_out: done.is_some(),
+            user_errors,
+        })
+    }
+
     async fn buyer_address_delete(
         &self,
         ctx: &Context<'_>,

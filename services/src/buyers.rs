@@ -754,6 +754,51 @@ pub async fn buyer_token_refresh(
     })
 }
 
+/// `buyerLogout`: ends the buyer's session on this device. The access token in use stops
+/// working at once (a revocation marker, like staff logout); the refresh token, when given and
+/// the buyer's own, is revoked with its whole family (every token since that login). Another
+/// buyer's or a staff refresh token revokes nothing.
+pub async fn buyer_logout(
+    core: &Core,
+    ctx: &RequestCtx,
+    refresh: Option<&str>,
+) -> ServiceResult<()> {
+    let uphub_tenants::Principal::Buyer {
+        buyer_id, token_id, ..
+    } = &ctx.principal
+    else {
+        return Err(ServiceError::forbidden(
+            "only a storefront buyer session can log out here",
+        ));
+    };
+    if let Some((tenant, secret)) =
+        refresh.and_then(|r| split_token(BUYER_REFRESH_PREFIX, r.trim()))
+        && tenant == ctx.tenant
+    {
+        let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+        tx.execute_raw(stmt(
+            "UPDATE buyer_refresh_tokens SET revoked_at = now()
+             WHERE tenant_id = $1 AND revoked_at IS NULL AND family_id = (
+               SELECT family_id FROM buyer_refresh_tokens
+               WHERE tenant_id = $1 AND token_hash = $2 AND buyer_id = $3)",
+            vec![
+                tenant.0.into(),
+                sha256(secret.as_bytes()).into(),
+                (*buyer_id).into(),
+            ],
+        ))
+        .await?;
+        tx.commit().await?;
+    }
+    let ttl = core.cfg.access_token_ttl.as_secs() + 10;
+    crate::ratelimit::set_marker(
+        core,
+        &crate::ratelimit::deny_token_key(core, ctx, *token_id),
+        ttl,
+    )
+    .await
+}
+
 /// Runs an upsert that returns `id`; the buyer is new when it returns the id we proposed.
 async fn upsert_buyer(
     core: &Core,

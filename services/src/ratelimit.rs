@@ -1,5 +1,6 @@
 //! Budgets kept in Redis so every gateway process shares them: a leaky bucket on query cost per
-//! tenant and per API key (per IP when anonymous), the revocation check of staff tokens folded
+//! tenant and per API key (per IP when anonymous), the revocation check of staff (and logged-out
+//! buyer) tokens folded
 //! into the same atomic script, and login throttling per account and per IP.
 
 use redis::Script;
@@ -99,6 +100,15 @@ pub async fn charge(
                 } => {
                     issued_at = *issued_at_ms;
                     keys.push(deny_user_key(core, ctx, user_id.0));
+                    keys.push(deny_token_key(core, ctx, *token_id));
+                }
+                // A buyer who logged out: that access token is refused at once.
+                Principal::Buyer {
+                    token_id,
+                    issued_at_ms,
+                    ..
+                } => {
+                    issued_at = *issued_at_ms;
                     keys.push(deny_token_key(core, ctx, *token_id));
                 }
                 _ => {}

@@ -991,3 +991,49 @@ async fn staff_and_buyer_refresh_tokens_do_not_cross_and_another_store_cannot_us
     let me = env.app.gql(Some(access), ME, json!({})).await;
     assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
 }
+
+#[tokio::test]
+async fn a_buyer_logout_ends_that_session_at_once_and_touches_no_other() {
+    let env = setup().await;
+    let (access, refresh, buyer) = env.wechat_session(&env.a.slug, "o-logout-1").await;
+    // The same buyer on a second device, and another buyer.
+    let (access2, refresh2, _) = env.wechat_session(&env.a.slug, "o-logout-1").await;
+    let (_, other_refresh, _) = env.wechat_session(&env.a.slug, "o-logout-2").await;
+    let logout = |token: String, refresh: Option<String>| {
+        let app = &env.app;
+        async move {
+            app.gql(
+                Some(&token),
+                "mutation($i: BuyerLogoutInput!) { buyerLogout(input: $i) { loggedOut userErrors { code message } } }",
+                json!({"i": {"refreshToken": refresh}}),
+            )
+            .await
+        }
+    };
+    let me = env.app.gql(Some(&access), ME, json!({})).await;
+    assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
+
+    // Another buyer's refresh token handed in revokes nothing of theirs.
+    let r = logout(access.clone(), Some(other_refresh.clone())).await;
+    assert_eq!(r["data"]["buyerLogout"]["loggedOut"], true, "{r}");
+    let p = env.buyer_refresh(&other_refresh, None).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+
+    // The access token is refused at once; its own refresh token (revoked by a logout with
+    // it, from the second device) is dead; the first device's refresh token still works.
+    let me = env.app.gql(Some(&access), ME, json!({})).await;
+    assert_eq!(code(&me), "UNAUTHENTICATED", "{me}");
+    let r = logout(access2.clone(), Some(refresh2.clone())).await;
+    assert_eq!(r["data"]["buyerLogout"]["loggedOut"], true, "{r}");
+    let r = env.buyer_refresh(&refresh2, None).await;
+    assert_eq!(code(&r), "UNAUTHENTICATED", "{r}");
+    let p = env.buyer_refresh(&refresh, None).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    let fresh = p["accessToken"].as_str().unwrap();
+    let me = env.app.gql(Some(fresh), ME, json!({})).await;
+    assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
+
+    // Staff sessions log out with `logout`, not here.
+    let r = logout(env.app.a.token.clone(), None).await;
+    assert_eq!(code(&r), "FORBIDDEN", "{r}");
+}
