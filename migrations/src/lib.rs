@@ -14,6 +14,7 @@ mod m0009_seckill;
 mod m0010_payment_close_buyer_refresh;
 mod m0011_ship_back;
 mod m0012_ingest_tuning;
+mod m0013_refund_retry;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_payment_close_buyer_refresh::Migration),
             Box::new(m0011_ship_back::Migration),
             Box::new(m0012_ingest_tuning::Migration),
+            Box::new(m0013_refund_retry::Migration),
         ]
     }
 }

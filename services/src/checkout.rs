@@ -1071,14 +1071,18 @@ async fn cancel_one_overdue(core: &Core, tenant: TenantId, id: Uuid) -> ServiceR
     Ok(true)
 }
 
-/// The checkout upkeep of one stock-jobs tick: payment deadlines, refunds waiting for the
-/// provider, and idempotency keys past their 24 h. Provider trades of timed-out orders are
-/// closed by a sweep running beside it ([`spawn_close_sweep`]), so a slow or unreachable
-/// provider never holds up the tick.
+/// The checkout upkeep of one stock-jobs tick: payment deadlines and idempotency keys past their
+/// 24 h. Provider calls never run inside the tick: closing the trades of timed-out orders and
+/// retrying refunds the provider did not take run as sweeps beside it ([`spawn_sweep`]), so a
+/// slow or unreachable provider never holds up the stock loop.
 pub async fn upkeep(core: &Core) -> ServiceResult<()> {
     cancel_overdue(core, 200).await?;
-    spawn_close_sweep(core);
-    crate::payments::retry_pending_refunds(core, 50).await?;
+    spawn_sweep(core, "trade-close", |core| async move {
+        crate::payments::close_due_trades(&core, 64).await
+    });
+    spawn_sweep(core, "refund-retry", |core| async move {
+        crate::payments::retry_pending_refunds(&core, 50).await
+    });
     core.db
         .execute_raw(stmt(
             "DELETE FROM idempotency_keys WHERE ctid IN (
@@ -1089,36 +1093,41 @@ pub async fn upkeep(core: &Core) -> ServiceResult<()> {
     Ok(())
 }
 
-/// Namespaces (deployments) with a close sweep running in this process: at most one each; the
-/// next tick starts another once it ends.
-static CLOSE_SWEEPS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
-    std::sync::LazyLock::new(Default::default);
+/// Sweeps running in this process, by (deployment namespace, sweep): at most one each; the next
+/// tick starts another once it ends.
+static SWEEPS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashSet<(String, &'static str)>>,
+> = std::sync::LazyLock::new(Default::default);
 
-/// Starts `payments::close_due_trades` in the background unless one is still running.
-pub fn spawn_close_sweep(core: &Core) {
-    let ns = core.cfg.namespace.clone();
-    let claimed = CLOSE_SWEEPS
+/// Starts `sweep` in the background unless the same sweep of this deployment is still running.
+pub fn spawn_sweep<F, Fut>(core: &Core, name: &'static str, sweep: F)
+where
+    F: FnOnce(Core) -> Fut,
+    Fut: std::future::Future<Output = ServiceResult<usize>> + Send + 'static,
+{
+    let slot = (core.cfg.namespace.clone(), name);
+    let claimed = SWEEPS
         .lock()
-        .map(|mut running| running.insert(ns.clone()))
+        .map(|mut running| running.insert(slot.clone()))
         .unwrap_or(false);
     if !claimed {
         return;
     }
     /// Frees the slot however the sweep ends (a panic included).
-    struct Running(String);
+    struct Running((String, &'static str));
     impl Drop for Running {
         fn drop(&mut self) {
-            if let Ok(mut running) = CLOSE_SWEEPS.lock() {
+            if let Ok(mut running) = SWEEPS.lock() {
                 running.remove(&self.0);
             }
         }
     }
-    let running = Running(ns);
-    let core = core.clone();
+    let running = Running(slot);
+    let work = sweep(core.clone());
     tokio::spawn(async move {
         let _running = running;
-        if let Err(e) = crate::payments::close_due_trades(&core, 64).await {
-            tracing::warn!(error = %e, "trade close sweep failed");
+        if let Err(e) = work.await {
+            tracing::warn!(error = %e, sweep = name, "sweep failed");
         }
     });
 }

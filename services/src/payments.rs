@@ -1483,7 +1483,7 @@ async fn execute_refund(core: &Core, tenant: TenantId, id: Uuid) -> ServiceResul
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let Some(r) = tx
         .query_one_raw(stmt(
-            "SELECT r.out_refund_no, r.amount_fen, r.reason, r.status, p.out_trade_no, p.amount_fen AS total_fen, p.provider
+            "SELECT r.out_refund_no, r.amount_fen, r.reason, r.status, r.attempts, p.out_trade_no, p.amount_fen AS total_fen, p.provider
              FROM refunds r JOIN payments p ON p.tenant_id = r.tenant_id AND p.id = r.payment_id
              WHERE r.tenant_id = $1 AND r.id = $2",
             vec![tenant.0.into(), id.into()],
@@ -1501,6 +1501,7 @@ async fn execute_refund(core: &Core, tenant: TenantId, id: Uuid) -> ServiceResul
     let amount: i64 = r.try_get("", "amount_fen")?;
     let total: i64 = r.try_get("", "total_fen")?;
     let reason: String = r.try_get("", "reason")?;
+    let attempts: i32 = r.try_get("", "attempts")?;
     let provider = Provider::parse(&r.try_get::<String>("", "provider")?)
         .ok_or_else(|| anyhow::anyhow!("unknown provider"))?;
     let m = merchant(core, tenant)
@@ -1550,7 +1551,8 @@ async fn execute_refund(core: &Core, tenant: TenantId, id: Uuid) -> ServiceResul
     };
     tx.execute_raw(stmt(
         "UPDATE refunds SET status = $3, provider_refund_id = COALESCE($4, provider_refund_id),
-            last_error = $5, updated_at = now()
+            last_error = $5, updated_at = now(),
+            next_at = CASE WHEN $3 = 'PENDING' THEN now() + make_interval(secs => $6) END
          WHERE tenant_id = $1 AND id = $2 AND status = 'PENDING'",
         vec![
             tenant.0.into(),
@@ -1558,6 +1560,7 @@ async fn execute_refund(core: &Core, tenant: TenantId, id: Uuid) -> ServiceResul
             status.into(),
             refund_id.into(),
             error.into(),
+            refund_backoff_secs(attempts.max(1)).into(),
         ],
     ))
     .await?;
@@ -1565,26 +1568,57 @@ async fn execute_refund(core: &Core, tenant: TenantId, id: Uuid) -> ServiceResul
     result.map(|_| ()).map_err(provider_error)
 }
 
-/// Retries refunds the provider did not take yet (every tenant).
+/// Retries refunds the provider did not take yet (every tenant), a few side by side. Safe to run
+/// from several workers: due rows are claimed with SKIP LOCKED and leased by pushing `next_at`
+/// ahead; a retry that fails again is due after [`refund_backoff_secs`]. A refund is never given
+/// up on (the money is the buyer's): the back-off stops growing at an hour.
 pub async fn retry_pending_refunds(core: &Core, batch: u64) -> ServiceResult<usize> {
+    use futures_util::StreamExt;
     let rows = core
         .db
         .query_all_raw(stmt(
-            "SELECT tenant_id, id FROM refunds WHERE status = 'PENDING' AND updated_at < now() - interval '10 seconds'
-             ORDER BY created_at LIMIT $1",
-            vec![(batch as i64).into()],
+            "UPDATE refunds r SET next_at = now() + make_interval(secs => $2),
+                attempts = r.attempts + 1
+             FROM (SELECT tenant_id, id FROM refunds
+                   WHERE status = 'PENDING'
+                     AND COALESCE(next_at, updated_at + interval '10 seconds') <= now()
+                   ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) due
+             WHERE r.tenant_id = due.tenant_id AND r.id = due.id
+             RETURNING r.tenant_id, r.id",
+            vec![(batch as i64).into(), REFUND_LEASE_SECS.into()],
         ))
         .await?;
-    let mut n = 0;
+    let mut due = Vec::with_capacity(rows.len());
     for r in rows {
-        let tenant = TenantId(r.try_get("", "tenant_id")?);
-        let id: Uuid = r.try_get("", "id")?;
-        match execute_refund(core, tenant, id).await {
-            Ok(()) => n += 1,
-            Err(e) => tracing::warn!(error = %e, refund = %id, "refund retry failed"),
-        }
+        due.push((
+            TenantId(r.try_get("", "tenant_id")?),
+            r.try_get::<Uuid>("", "id")?,
+        ));
     }
-    Ok(n)
+    let done: Vec<bool> = futures_util::stream::iter(due)
+        .map(|(tenant, id)| async move {
+            match execute_refund(core, tenant, id).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, refund = %id, "refund retry failed");
+                    false
+                }
+            }
+        })
+        .buffer_unordered(CLOSE_CONCURRENCY)
+        .collect()
+        .await;
+    Ok(done.into_iter().filter(|ok| *ok).count())
+}
+
+/// A claimed refund retry belongs to its claimer this long.
+const REFUND_LEASE_SECS: f64 = 120.0;
+
+/// Seconds before the next try of a refund tried `attempts` times: 10 s doubling, at most an
+/// hour.
+fn refund_backoff_secs(attempts: i32) -> f64 {
+    let exp = (attempts - 1).clamp(0, 9) as u32;
+    (10.0 * f64::from(2u32.pow(exp))).min(3600.0)
 }
 
 // ------------------------------------------------------------------ close ---
@@ -1772,4 +1806,18 @@ async fn close_one(core: &Core, job: CloseJob) -> ServiceResult<bool> {
     }
     tx.commit().await?;
     Ok(changed > 0 && state == "DONE")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refund_retries_back_off_from_ten_seconds_to_an_hour() {
+        assert_eq!(refund_backoff_secs(1), 10.0);
+        assert_eq!(refund_backoff_secs(2), 20.0);
+        assert_eq!(refund_backoff_secs(0), 10.0);
+        assert_eq!(refund_backoff_secs(9), 2560.0);
+        assert_eq!(refund_backoff_secs(40), 3600.0);
+    }
 }

@@ -1288,7 +1288,7 @@ async fn a_payment_that_lands_while_the_close_waits_for_the_provider_is_refunded
     env.closes_due_now().await;
     sql(
         &env.app,
-        "UPDATE refunds SET updated_at = now() - interval '1 minute'",
+        "UPDATE refunds SET updated_at = now() - interval '1 minute', next_at = now() - interval '1 minute'",
         vec![],
     )
     .await;
@@ -1422,13 +1422,32 @@ async fn payment_create_in_a_provider_outage_is_upstream_unavailable_and_the_sam
         r["data"]["orderRefund"]["refund"]["status"], "PENDING",
         "{r}"
     );
+    // Still down when the retry comes: the refund waits, backing off; it is not due again at once.
+    let due = "UPDATE refunds SET updated_at = now() - interval '1 minute', next_at = now() - interval '1 minute'";
+    sql(&env.app, due, vec![]).await;
+    assert_eq!(
+        uphub_services::payments::retry_pending_refunds(&env.app.core, 10)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        env.count(
+            "SELECT count(*) AS n FROM refunds WHERE order_id = $1 AND status = 'PENDING'
+               AND attempts = 1 AND next_at > now() + interval '5 seconds' AND last_error IS NOT NULL",
+            vec![order_uuid(&order).into()]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        uphub_services::payments::retry_pending_refunds(&env.app.core, 10)
+            .await
+            .unwrap(),
+        0
+    );
     env.mock.set_faults(Faults::default());
-    sql(
-        &env.app,
-        "UPDATE refunds SET updated_at = now() - interval '1 minute'",
-        vec![],
-    )
-    .await;
+    sql(&env.app, due, vec![]).await;
     uphub_services::payments::retry_pending_refunds(&env.app.core, 10)
         .await
         .unwrap();
