@@ -911,10 +911,10 @@ async fn tls_platform(respond: impl Fn(&Call) -> Value + Send + Sync + 'static) 
             let acceptor = acceptor.clone();
             let upstream = upstream.clone();
             tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(tcp).await {
-                    if let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-                    }
+                if let Ok(mut tls) = acceptor.accept(tcp).await
+                    && let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
                 }
             });
         }
