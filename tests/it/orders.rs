@@ -180,7 +180,7 @@ pub async fn wait_orders(
     }
 }
 
-async fn inventory(app: &TestApp, token: &str, sku: &str) -> Value {
+pub async fn inventory(app: &TestApp, token: &str, sku: &str) -> Value {
     let r = app
         .gql(
             Some(token),

@@ -10,7 +10,7 @@ use uphub_services::outbox::RelayFaults;
 
 use crate::helpers::{TestApp, code, spawn_app_with};
 use crate::orders::{
-    Market, buyer, connect, fast_sync, line, start_mock, stocked_sku, wait_orders,
+    Market, buyer, connect, fast_sync, inventory, line, start_mock, stocked_sku, wait_orders,
 };
 
 const SHIP: &str = "mutation($i: FulfillmentShipInput!) { fulfillmentShip(input: $i) {
@@ -25,17 +25,6 @@ async fn ship(app: &TestApp, token: &str, f: &Value, carrier: &str, tracking: &s
         json!({"i": {"fulfillmentId": f, "carrier": carrier, "trackingNumber": tracking}}),
     )
     .await
-}
-
-async fn inventory(app: &TestApp, token: &str, sku: &str) -> Value {
-    let r = app
-        .gql(
-            Some(token),
-            "query($id: ID!) { sku(id: $id) { inventory { onHand reserved held available } } }",
-            json!({"id": sku}),
-        )
-        .await;
-    r["data"]["sku"]["inventory"].clone()
 }
 
 /// Polls `fulfillments(ids: [f])` until `pred` holds.
