@@ -73,15 +73,28 @@ pub struct Config {
 pub struct MediaConfig {
     /// Root of the local object store (`UPHUB_MEDIA_DIR`, default `var/media`).
     pub dir: PathBuf,
+    /// An S3-compatible bucket instead of the directory.
+    pub s3: Option<S3Config>,
     pub limits: MediaLimits,
     /// How long one multipart request may take to arrive and be stored.
     pub upload_timeout: Duration,
 }
 
-/// The `UPHUB_S3_*` settings an S3-compatible store would take. This build has no S3 client
-/// (object_store's `aws` feature brings reqwest with rustls and aws-lc-rs, a TLS stack the
-/// workspace does not otherwise carry), so any of them set makes start-up fail loudly rather
-/// than silently writing to the local directory.
+/// An S3-compatible bucket for media (`UPHUB_S3_BUCKET` set): AWS S3, MinIO, OSS/COS in their S3
+/// mode. Without it media go to the local directory.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    /// `UPHUB_S3_ENDPOINT`, e.g. `https://oss-cn-hangzhou.aliyuncs.com` or `http://127.0.0.1:9000`;
+    /// AWS's own when unset. Path-style requests when set (what MinIO and most gateways want).
+    pub endpoint: Option<String>,
+    /// `UPHUB_S3_REGION`, default `us-east-1`.
+    pub region: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+}
+
+/// The `UPHUB_S3_*` settings.
 pub const S3_VARS: [&str; 5] = [
     "UPHUB_S3_BUCKET",
     "UPHUB_S3_ENDPOINT",
@@ -90,13 +103,36 @@ pub const S3_VARS: [&str; 5] = [
     "UPHUB_S3_SECRET_ACCESS_KEY",
 ];
 
-fn media_config(var: Lookup) -> anyhow::Result<MediaConfig> {
-    if let Some(name) = S3_VARS.iter().find(|n| var(n).is_some()) {
-        bail!(
-            "refusing to start: {name} is set, but this build stores media only in a local \
-             directory (UPHUB_MEDIA_DIR); unset the UPHUB_S3_* variables"
-        );
+fn s3_config(var: Lookup) -> anyhow::Result<Option<S3Config>> {
+    let Some(bucket) = var("UPHUB_S3_BUCKET").filter(|b| !b.trim().is_empty()) else {
+        if let Some(name) = S3_VARS.iter().find(|n| var(n).is_some()) {
+            bail!("{name} is set but UPHUB_S3_BUCKET is not: set the bucket or unset UPHUB_S3_*");
+        }
+        return Ok(None);
+    };
+    let key = |name: &str| {
+        var(name)
+            .filter(|v| !v.is_empty())
+            .map(Secret::new)
+            .ok_or_else(|| anyhow::anyhow!("UPHUB_S3_BUCKET is set: {name} is required too"))
+    };
+    let endpoint = var("UPHUB_S3_ENDPOINT").filter(|e| !e.trim().is_empty());
+    if let Some(e) = &endpoint
+        && !(e.starts_with("https://") || e.starts_with("http://"))
+    {
+        bail!("UPHUB_S3_ENDPOINT must be an http(s) URL, got {e:?}");
     }
+    Ok(Some(S3Config {
+        bucket: bucket.trim().to_string(),
+        endpoint,
+        region: var("UPHUB_S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: key("UPHUB_S3_ACCESS_KEY_ID")?,
+        secret_access_key: key("UPHUB_S3_SECRET_ACCESS_KEY")?,
+    }))
+}
+
+fn media_config(var: Lookup) -> anyhow::Result<MediaConfig> {
+    let s3 = s3_config(var)?;
     let d = MediaLimits::default();
     let limits = MediaLimits {
         max_image_bytes: parsed(var, "UPHUB_MAX_UPLOAD_BYTES", d.max_image_bytes)?,
@@ -107,6 +143,7 @@ fn media_config(var: Lookup) -> anyhow::Result<MediaConfig> {
         bail!("upload limits must be positive");
     }
     Ok(MediaConfig {
+        s3,
         dir: PathBuf::from(var("UPHUB_MEDIA_DIR").unwrap_or_else(|| "var/media".into())),
         limits,
         upload_timeout: Duration::from_secs(parsed(var, "UPHUB_UPLOAD_TIMEOUT_SECS", 300u64)?),
@@ -375,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn media_defaults_to_a_local_directory_and_refuses_s3_settings() {
+    fn media_defaults_to_a_local_directory_and_takes_a_complete_s3_setting() {
         let c = Config::from_lookup(&lookup(&[])).unwrap();
         assert_eq!(c.media.dir, PathBuf::from("var/media"));
         assert_eq!(c.media.limits.max_image_bytes, 20 * 1024 * 1024);
@@ -387,8 +424,33 @@ mod tests {
         .unwrap();
         assert_eq!(c.media.dir, PathBuf::from("/srv/media"));
         assert_eq!(c.media.limits.max_image_bytes, 1024);
+        assert!(c.media.s3.is_none());
+        // A bucket needs its keys; keys without a bucket are a mistake, not a silent fallback.
         let err = Config::from_lookup(&lookup(&[("UPHUB_S3_BUCKET", "shop")])).unwrap_err();
+        assert!(err.to_string().contains("UPHUB_S3_ACCESS_KEY_ID"), "{err}");
+        let err = Config::from_lookup(&lookup(&[("UPHUB_S3_REGION", "cn")])).unwrap_err();
         assert!(err.to_string().contains("UPHUB_S3_BUCKET"), "{err}");
+        let c = Config::from_lookup(&lookup(&[
+            ("UPHUB_S3_BUCKET", "shop"),
+            ("UPHUB_S3_ENDPOINT", "http://127.0.0.1:9000"),
+            ("UPHUB_S3_ACCESS_KEY_ID", "ak"),
+            ("UPHUB_S3_SECRET_ACCESS_KEY", "sk"),
+        ]))
+        .unwrap();
+        let s3 = c.media.s3.unwrap();
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("shop", "us-east-1")
+        );
+        assert!(
+            Config::from_lookup(&lookup(&[
+                ("UPHUB_S3_BUCKET", "shop"),
+                ("UPHUB_S3_ENDPOINT", "ftp://x"),
+                ("UPHUB_S3_ACCESS_KEY_ID", "ak"),
+                ("UPHUB_S3_SECRET_ACCESS_KEY", "sk"),
+            ]))
+            .is_err()
+        );
         assert!(Config::from_lookup(&lookup(&[("UPHUB_MAX_UPLOAD_BYTES", "0")])).is_err());
     }
 

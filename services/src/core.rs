@@ -45,6 +45,9 @@ pub struct Core {
     pub(crate) sent_versions: Arc<Mutex<HashMap<uuid::Uuid, crate::channel_sync::SentVersions>>>,
     /// The flash-sale ticket publisher's confirm-mode channel on this instance's connection.
     pub(crate) ticket_channel: Arc<tokio::sync::Mutex<Option<lapin::Channel>>>,
+    /// Where media live: the local directory or an S3-compatible bucket (one client, one
+    /// connection pool, for the process).
+    pub media_store: Arc<dyn object_store::ObjectStore>,
 }
 
 impl Core {
@@ -80,7 +83,9 @@ impl Core {
             redis_client.clone(),
             format!("uphub:{}:live:*", cfg.namespace),
         );
+        let media_store = crate::media::store(&cfg.media)?;
         Ok(Core {
+            media_store,
             cfg: Arc::new(cfg),
             db,
             redis,

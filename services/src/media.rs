@@ -81,6 +81,26 @@ pub struct NewUpload {
 
 /// The configured object store. Only a local directory today (see `config::S3_VARS`).
 pub fn store(cfg: &MediaConfig) -> anyhow::Result<Arc<dyn ObjectStore>> {
+    if let Some(s3) = &cfg.s3 {
+        // object_store's S3 client runs on reqwest 0.13 with rustls and no provider of its
+        // own: ring, the one provider in the build, is installed once for the process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&s3.bucket)
+            .with_region(&s3.region)
+            .with_access_key_id(s3.access_key_id.expose())
+            .with_secret_access_key(s3.secret_access_key.expose());
+        if let Some(endpoint) = &s3.endpoint {
+            b = b
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = b
+            .build()
+            .with_context(|| format!("opening S3 bucket {}", s3.bucket))?;
+        return Ok(Arc::new(store));
+    }
     std::fs::create_dir_all(&cfg.dir)
         .with_context(|| format!("creating UPHUB_MEDIA_DIR {}", cfg.dir.display()))?;
     let fs = LocalFileSystem::new_with_prefix(&cfg.dir)
@@ -287,7 +307,7 @@ async fn store_and_record(
     prepared: Prepared,
     alt: Option<String>,
 ) -> ServiceResult<MediaAsset> {
-    let store = store(&core.cfg.media).map_err(ServiceError::Internal)?;
+    let store = core.media_store.clone();
     let key = new_key(ctx);
     let mut asset = MediaAsset {
         tenant_id: ctx.tenant.0,
@@ -670,7 +690,7 @@ pub async fn media_open(
             format!("\"{sha256}\""),
         )
     };
-    let store = store(&core.cfg.media).map_err(ServiceError::Internal)?;
+    let store = core.media_store.clone();
     let path = ObjectPath::from(key.as_str());
     let missing = |e: object_store::Error| match e {
         object_store::Error::NotFound { .. } => {

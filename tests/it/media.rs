@@ -562,16 +562,12 @@ async fn a_failed_insert_deletes_the_stored_files_and_a_failed_store_writes_no_r
     assert_eq!(code(&v), "INTERNAL", "{v}");
     assert_eq!((media_rows(&app).await, stored_files(&app)), (0, 0));
 
-    // A store that cannot be written (its root is a regular file): no row either.
-    let broken = spawn_app_with(Options {
-        tweak: |cfg| {
-            let path = std::env::temp_dir().join(format!("uphub-media-file-{}", cfg.namespace));
-            std::fs::write(&path, b"not a directory").unwrap();
-            cfg.media.dir = path;
-        },
-        ..Options::default()
-    })
-    .await;
+    // A store that cannot be written (its root became a regular file while the server ran): no
+    // row either.
+    let broken = spawn().await;
+    let root = broken.core.cfg.media.dir.clone();
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
     let (_, v) = upload_raw(
         &broken,
         Some(&broken.a.token),
@@ -669,4 +665,119 @@ async fn a_video_is_served_in_byte_ranges_for_seeking_players() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+}
+
+// ------------------------------------------------------------------- S3 ---
+
+/// The endpoint of the moto S3 server this test binary started (one per run).
+static S3_ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+const S3_BUCKET: &str = "uphub-media-test";
+
+/// Starts moto (tests/s3/setup.sh installs it from PyPI) on a free loopback port and creates the
+/// bucket. The child dies with the returned handle.
+async fn start_s3() -> tokio::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/s3/setup.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script} could not install moto: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(server)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.put(format!("{endpoint}/{S3_BUCKET}")).send().await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "moto did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = S3_ENDPOINT.set(endpoint);
+    child
+}
+
+#[tokio::test]
+async fn media_go_to_an_s3_compatible_bucket_when_one_is_configured() {
+    let _moto = start_s3().await;
+    let app = spawn_app_with(Options {
+        tweak: |cfg| {
+            media_dir(cfg);
+            cfg.media.s3 = Some(uphub_services::config::S3Config {
+                bucket: S3_BUCKET.into(),
+                endpoint: S3_ENDPOINT.get().cloned(),
+                region: "us-east-1".into(),
+                access_key_id: uphub_services::config::Secret::new("test-key"),
+                secret_access_key: uphub_services::config::Secret::new("test-secret"),
+            });
+        },
+        ..Options::default()
+    })
+    .await;
+    let bytes = png(320, 200);
+    let m = upload_ok(&app, &app.a.token, bytes.clone()).await;
+    let url = m["url"].as_str().unwrap();
+
+    // Served back from the bucket, whole and in ranges; thumbnails too.
+    let file = get(&app, url).await;
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.bytes().await.unwrap().as_ref(), &bytes[..]);
+    let part = app
+        .http
+        .get(format!("{}{url}", app.addr))
+        .header("range", "bytes=8-15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &bytes[8..16]);
+    let thumb = get(&app, m["thumbnailUrl"].as_str().unwrap()).await;
+    assert_eq!(thumb.status(), 200);
+    assert!(image::load_from_memory(&thumb.bytes().await.unwrap()).is_ok());
+
+    // The objects are in the bucket (listed by the S3 API itself), and none on the local disk.
+    let listing = reqwest::Client::new()
+        .get(format!(
+            "{}/{S3_BUCKET}?list-type=2",
+            S3_ENDPOINT.get().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(listing.matches("<Key>").count(), 2, "{listing}");
+    assert_eq!(stored_files(&app), 0);
+
+    // The other tenant's path serves nothing of it.
+    let other = tenant_id(&app, &app.b.slug).await;
+    let id = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        get(&app, &format!("/media/{other}/{id}")).await.status(),
+        404
+    );
 }
