@@ -3,7 +3,7 @@
 
 use crate::catalog::ChannelType;
 use crate::identity::InvalidInput;
-use crate::order::OrderStatus;
+use crate::order::{OrderStatus, StockState};
 
 /// The express carriers an operator can hand a parcel to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -128,6 +128,21 @@ pub fn status_after_shipping(lines: &[ShipLine]) -> Option<OrderStatus> {
     }
 }
 
+/// Whether an order may go out in a parcel: paid and not yet (fully) shipped, and covered by the
+/// pool (a short order is fixed in the inventory, or split, first). The refusal completes
+/// "order … ".
+pub fn check_shippable(status: OrderStatus, stock: StockState) -> Result<(), String> {
+    if !(status.unshipped() || status == OrderStatus::PartiallyShipped) {
+        return Err(format!("is {}; only paid orders ship", status.as_str()));
+    }
+    if stock == StockState::Short {
+        return Err(
+            "is short of stock: correct the inventory (or split the order) before shipping".into(),
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +200,21 @@ mod tests {
             Some(OrderStatus::Shipped)
         );
         assert_eq!(status_after_shipping(&[l(true, false)]), None);
+    }
+
+    #[test]
+    fn only_paid_covered_orders_ship() {
+        use OrderStatus::*;
+        for s in [Paid, Processing, PartiallyShipped] {
+            assert_eq!(check_shippable(s, StockState::Reserved), Ok(()));
+        }
+        for s in [PendingPayment, Shipped, Completed, Cancelled] {
+            assert!(check_shippable(s, StockState::Reserved).is_err(), "{s:?}");
+        }
+        assert!(
+            check_shippable(Paid, StockState::Short)
+                .unwrap_err()
+                .contains("short of stock")
+        );
     }
 }

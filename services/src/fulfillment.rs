@@ -14,7 +14,7 @@ use uphub_tenants::{RequestCtx, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::require;
-use crate::orders::insert_events;
+use crate::orders::{actor, insert_events};
 use crate::{Core, ServiceError, ServiceResult};
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -537,11 +537,7 @@ pub async fn orders_merge(
         vec![t.into(), target.into()],
     ))
     .await?;
-    let actor = ctx
-        .principal
-        .actor_id()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "system".into());
+    let actor = actor(ctx);
     insert_events(
         &tx,
         orders
@@ -636,11 +632,7 @@ pub async fn order_split(
         vec![t.into(), id.into(), lines.to_vec().into()],
     ))
     .await?;
-    let actor = ctx
-        .principal
-        .actor_id()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "system".into());
+    let actor = actor(ctx);
     insert_events(
         &tx,
         vec![

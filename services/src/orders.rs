@@ -380,6 +380,14 @@ fn event_row(
            "to_status": to, "detail": detail})
 }
 
+/// Who a timeline row names: the staff member or key acting, else `system`.
+pub(crate) fn actor(ctx: &RequestCtx) -> String {
+    ctx.principal
+        .actor_id()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "system".into())
+}
+
 /// Appends timeline rows (`event_row` or any object with those keys) in one statement.
 pub(crate) async fn insert_events(tx: &TenantTx, rows: Vec<Value>) -> ServiceResult<()> {
     if rows.is_empty() {

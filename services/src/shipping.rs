@@ -18,13 +18,15 @@ use uphub_channels::ChannelError;
 use uphub_domain::catalog::ChannelType;
 use uphub_domain::identity::Permission;
 use uphub_domain::order::{OrderStatus, StockState, check_transition};
-use uphub_domain::shipping::{Carrier, ShipLine, status_after_shipping, tracking_number};
+use uphub_domain::shipping::{
+    Carrier, ShipLine, check_shippable, status_after_shipping, tracking_number,
+};
 use uphub_tenants::{RequestCtx, TenantId, TenantTx};
 use uuid::Uuid;
 
 use crate::audit::require;
 use crate::fulfillment::{FulfillmentView, fulfillments};
-use crate::orders::{LiveOrderEvent, insert_events, publish_live};
+use crate::orders::{LiveOrderEvent, actor, insert_events, publish_live};
 use crate::{Core, ServiceError, ServiceResult};
 
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -46,18 +48,10 @@ fn backoff_secs(attempts: i32, ban: Option<Duration>) -> f64 {
     ban.map_or(base, |b| base.max(b.as_secs_f64() + 0.5))
 }
 
-fn actor(ctx: &RequestCtx) -> String {
-    ctx.principal
-        .actor_id()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| "system".into())
-}
-
 /// One marketplace order's report of a parcel, as the operator sees it.
 #[derive(Debug, Clone)]
 pub struct ShipBackView {
     pub id: Uuid,
-    pub fulfillment_id: Uuid,
     pub order_id: Uuid,
     pub channel_type: String,
     pub state: String,
@@ -140,22 +134,10 @@ pub async fn ship(
     for r in &orders {
         let oid: Uuid = r.try_get("", "id")?;
         let s: String = r.try_get("", "status")?;
-        let status = OrderStatus::parse(&s)
-            .filter(|s| s.unshipped() || *s == OrderStatus::PartiallyShipped)
-            .ok_or_else(|| {
-                ServiceError::conflict(
-                    "fulfillmentId",
-                    format!("order {oid} is {s}; only paid orders ship"),
-                )
-            })?;
-        if StockState::parse(&r.try_get::<String>("", "stock_state")?) == Some(StockState::Short) {
-            return Err(ServiceError::conflict(
-                "fulfillmentId",
-                format!(
-                    "order {oid} is short of stock: correct the inventory (or split the order) before shipping"
-                ),
-            ));
-        }
+        let status = OrderStatus::parse(&s).unwrap_or(OrderStatus::PendingPayment);
+        let stock = StockState::parse(&r.try_get::<String>("", "stock_state")?);
+        check_shippable(status, stock.unwrap_or(StockState::None))
+            .map_err(|why| ServiceError::conflict("fulfillmentId", format!("order {oid} {why}")))?;
         parcel.push(Parcel {
             id: oid,
             status,
@@ -327,7 +309,7 @@ pub async fn ship_backs(
     let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
     let rows = tx
         .query_all_raw(stmt(
-            "SELECT b.id, b.fulfillment_id, b.order_id, o.channel_type, b.state, b.attempts,
+            "SELECT b.id, b.order_id, o.channel_type, b.state, b.attempts,
                     b.last_error, b.updated_at
              FROM ship_backs b JOIN orders o ON o.tenant_id = b.tenant_id AND o.id = b.order_id
              WHERE b.tenant_id = $1 AND b.fulfillment_id = ANY($2)
@@ -340,7 +322,6 @@ pub async fn ship_backs(
         .map(|r| {
             Ok(ShipBackView {
                 id: r.try_get("", "id")?,
-                fulfillment_id: r.try_get("", "fulfillment_id")?,
                 order_id: r.try_get("", "order_id")?,
                 channel_type: r.try_get("", "channel_type")?,
                 state: r.try_get("", "state")?,

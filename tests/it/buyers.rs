@@ -1033,6 +1033,14 @@ async fn a_buyer_logout_ends_that_session_at_once_and_touches_no_other() {
     let me = env.app.gql(Some(fresh), ME, json!({})).await;
     assert_eq!(me["data"]["buyerMe"]["id"], buyer.as_str(), "{me}");
 
+    // A buyer of the other store handing in this store's refresh token revokes nothing here.
+    let (_, a_refresh, _) = env.wechat_session(&env.a.slug, "o-logout-3").await;
+    let (b_access, _, _) = env.wechat_session(&env.b.slug, "o-logout-b").await;
+    let r = logout(b_access, Some(a_refresh.clone())).await;
+    assert_eq!(r["data"]["buyerLogout"]["loggedOut"], true, "{r}");
+    let p = env.buyer_refresh(&a_refresh, None).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+
     // Staff sessions log out with `logout`, not here.
     let r = logout(env.app.a.token.clone(), None).await;
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
