@@ -39,6 +39,8 @@ pub struct Core {
     pub hub: Hub,
     /// Open while Redis is failing: stock admission skips Redis until this instant (ms).
     pub(crate) stock_breaker: Arc<std::sync::atomic::AtomicI64>,
+    /// Group commit of concurrent reservations (one transaction for many).
+    pub(crate) reserve_batcher: Arc<crate::reservation::Batcher>,
     pub(crate) deks: Arc<Mutex<HashMap<TenantId, DataKey>>>,
     /// Per marketplace connection: the order versions this process handed to the bus lately
     /// (an optimization only: a pull skips them; the upsert would find them stale anyway).
@@ -95,6 +97,7 @@ impl Core {
             clock: Arc::new(SystemClock),
             hub,
             stock_breaker: Arc::new(std::sync::atomic::AtomicI64::new(0)),
+            reserve_batcher: Arc::default(),
             deks: Arc::new(Mutex::new(HashMap::new())),
             sent_versions: Arc::new(Mutex::new(HashMap::new())),
             ticket_channel: Arc::new(tokio::sync::Mutex::new(None)),

@@ -115,6 +115,21 @@ pub async fn reserve(
     } else {
         lines.iter().map(|l| (*l, campaign.is_some())).collect()
     };
+    if redis_ok && campaign.is_none() {
+        // Group commit: this request shares one Postgres transaction with the other admitted
+        // requests of the tenant in flight now. A refused batch answers None; then it commits
+        // alone below, with the units Redis already admitted.
+        let item = BatchItem {
+            owner_kind: req.owner_kind.clone(),
+            owner_id: req.owner_id.clone(),
+            ttl: req.ttl,
+            actor: ctx.principal.actor_id(),
+            lines: admitted.iter().map(|a| a.line).collect(),
+        };
+        if let Some(r) = core.reserve_batcher.submit(core, ctx.tenant, item).await {
+            return Ok(r);
+        }
+    }
     match commit(core, ctx, &req, campaign, &plan, !redis_ok).await {
         Ok(r) if !redis_ok => {
             // Decided without Redis: tell the cache afterwards (in the background, so a Redis
@@ -247,7 +262,17 @@ pub async fn reserve_many(
     }
     admitted.sort_by_key(|(n, _)| *n);
     // 2. Postgres decides the admitted requests together.
-    match commit_many(core, ctx, reqs, &admitted).await {
+    let items: Vec<BatchItem> = admitted
+        .iter()
+        .map(|(n, lines)| BatchItem {
+            owner_kind: reqs[*n].owner_kind.clone(),
+            owner_id: reqs[*n].owner_id.clone(),
+            ttl: reqs[*n].ttl,
+            actor: ctx.principal.actor_id(),
+            lines: lines.iter().map(|a| a.line).collect(),
+        })
+        .collect();
+    match commit_many(core, ctx.tenant, &items).await {
         Ok((reservations, levels)) => {
             for ((n, _), r) in admitted.iter().zip(reservations) {
                 verdicts[*n] = Verdict::Reserved(r);
@@ -279,13 +304,15 @@ struct PhaseOne {
     line_sku: Vec<Uuid>,
     line_wh: Vec<Uuid>,
     line_qty: Vec<i32>,
+    /// Who reserved, per line (the nil UUID for none: a batch mixes principals).
+    line_actor: Vec<Uuid>,
     dirty: Vec<Uuid>,
 }
 
 impl PhaseOne {
     /// Inserts it all; returns how many reservations were new (an owner that already holds one
     /// is skipped, and the caller refuses then).
-    async fn insert(self, tx: &TenantTx, ctx: &RequestCtx) -> ServiceResult<i64> {
+    async fn insert(self, tx: &TenantTx) -> ServiceResult<i64> {
         let ledger_ids: Vec<Uuid> = self.line_res.iter().map(|_| Uuid::now_v7()).collect();
         Ok(tx
             .query_one_raw(stmt(
@@ -300,14 +327,16 @@ impl PhaseOne {
                    FROM unnest($7::uuid[], $8::int[], $9::uuid[], $10::uuid[], $11::int[]) AS x(r, n, s, w, q)),
                  g AS (
                    INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
-                   SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text, $13
-                   FROM unnest($12::uuid[], $9::uuid[], $10::uuid[], $11::int[], $7::uuid[]) AS x(i, s, w, q, r)),
+                   SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text,
+                          NULLIF(x.a, '00000000-0000-0000-0000-000000000000'::uuid)
+                   FROM unnest($12::uuid[], $9::uuid[], $10::uuid[], $11::int[], $7::uuid[], $13::uuid[]) AS x(i, s, w, q, r, a)),
                  d AS (
                    INSERT INTO inventory_dirty (tenant_id, sku_id)
-                   SELECT DISTINCT $1, s FROM unnest($14::uuid[]) AS s ON CONFLICT DO NOTHING)
+                   SELECT $1, s FROM (SELECT DISTINCT s FROM unnest($14::uuid[]) AS s ORDER BY s) AS y
+                   ON CONFLICT DO NOTHING)
                  SELECT count(*) AS inserted FROM r",
                 vec![
-                    ctx.tenant.0.into(),
+                    tx.tenant().0.into(),
                     self.ids.into(),
                     self.kinds.into(),
                     self.owners.into(),
@@ -319,7 +348,7 @@ impl PhaseOne {
                     self.line_wh.into(),
                     self.line_qty.into(),
                     ledger_ids.into(),
-                    ctx.principal.actor_id().into(),
+                    self.line_actor.into(),
                     self.dirty.into(),
                 ],
             ))
@@ -330,48 +359,57 @@ impl PhaseOne {
     }
 }
 
-/// The Postgres half of [`reserve_many`]: one statement inserts every reservation, line, ledger
-/// row and dirty mark (no hot lock yet); then one guarded UPDATE takes the summed units of every
-/// level. Any refusal rolls all of it back.
+/// One request of a batch commit, its lines already admitted by Redis (general stock only).
+pub(crate) struct BatchItem {
+    owner_kind: String,
+    owner_id: String,
+    ttl: Duration,
+    actor: Option<Uuid>,
+    lines: Vec<Line>,
+}
+
+/// The Postgres half of [`reserve_many`] and of the group commit: one statement inserts every
+/// reservation, line, ledger row and dirty mark (no hot lock yet); then one guarded UPDATE takes
+/// the summed units of every level. Any refusal rolls all of it back.
 async fn commit_many(
     core: &Core,
-    ctx: &RequestCtx,
-    reqs: &[ReserveRequest],
-    admitted: &[(usize, Vec<Admitted>)],
+    tenant: TenantId,
+    items: &[BatchItem],
 ) -> ServiceResult<(Vec<Reservation>, Vec<LevelView>)> {
-    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
+    let tx = TenantTx::begin(&core.db, tenant).await?;
     let now = core.now();
-    let mut out = Vec::with_capacity(admitted.len());
+    let mut out = Vec::with_capacity(items.len());
     let mut p = PhaseOne::default();
     let mut takes: std::collections::BTreeMap<(Uuid, Uuid), i32> = Default::default();
-    for (n, lines) in admitted {
-        let req = &reqs[*n];
+    for item in items {
         let id = Uuid::now_v7();
         let expires_at = now
-            + chrono::Duration::from_std(req.ttl).unwrap_or_else(|_| chrono::Duration::minutes(15));
+            + chrono::Duration::from_std(item.ttl)
+                .unwrap_or_else(|_| chrono::Duration::minutes(15));
         p.ids.push(id);
-        p.kinds.push(req.owner_kind.clone());
-        p.owners.push(req.owner_id.clone());
+        p.kinds.push(item.owner_kind.clone());
+        p.owners.push(item.owner_id.clone());
         p.campaigns.push(String::new());
         p.expiries.push(expires_at);
-        for (k, a) in lines.iter().enumerate() {
+        for (k, line) in item.lines.iter().enumerate() {
             p.line_res.push(id);
             p.line_no.push(k as i32);
-            p.line_sku.push(a.line.sku);
-            p.line_wh.push(a.line.warehouse);
-            p.line_qty.push(a.line.quantity);
-            *takes.entry((a.line.sku, a.line.warehouse)).or_default() += a.line.quantity;
+            p.line_sku.push(line.sku);
+            p.line_wh.push(line.warehouse);
+            p.line_qty.push(line.quantity);
+            p.line_actor.push(item.actor.unwrap_or_default());
+            *takes.entry((line.sku, line.warehouse)).or_default() += line.quantity;
         }
         out.push(Reservation {
             id,
             expires_at,
-            lines: lines.iter().map(|a| (a.line, None)).collect(),
+            lines: item.lines.iter().map(|l| (*l, None)).collect(),
             levels: Vec::new(),
         });
     }
     p.dirty = p.line_sku.clone();
     let wanted = p.ids.len() as i64;
-    let inserted = p.insert(&tx, ctx).await?;
+    let inserted = p.insert(&tx).await?;
     if inserted != wanted {
         return Err(ServiceError::conflict(
             "ownerId",
@@ -396,7 +434,7 @@ async fn commit_many(
              WHERE l.tenant_id = $1 AND l.sku_id = x.s AND l.warehouse_id = x.w
                AND l.on_hand - l.reserved - l.held >= x.q
              RETURNING l.sku_id, l.warehouse_id, l.on_hand, l.reserved, l.held",
-            vec![ctx.tenant.0.into(), t_sku.into(), t_wh.into(), t_qty.into()],
+            vec![tenant.0.into(), t_sku.into(), t_wh.into(), t_qty.into()],
         ))
         .await?;
     if rows.len() != takes.len() {
@@ -560,9 +598,13 @@ async fn commit(
         line_sku: general.iter().map(|(_, l)| l.sku).collect(),
         line_wh: general.iter().map(|(_, l)| l.warehouse).collect(),
         line_qty: general.iter().map(|(_, l)| l.quantity).collect(),
+        line_actor: general
+            .iter()
+            .map(|_| ctx.principal.actor_id().unwrap_or_default())
+            .collect(),
         dirty: plan.iter().map(|(l, _)| l.sku).collect(),
     }
-    .insert(&tx, ctx)
+    .insert(&tx)
     .await?;
     if inserted == 0 {
         return Err(ServiceError::conflict(
@@ -993,4 +1035,129 @@ pub async fn admit_only(
         }
     }
     Ok(n)
+}
+
+/// Group commit of single reservations. Concurrent [`reserve`] calls of one tenant whose lines
+/// Redis admitted queue here; at most [`GROUP_LEADERS`] leader tasks per tenant drain the queue
+/// and commit what they find as one [`commit_many`] transaction (one guarded UPDATE per level for
+/// the whole batch). Nothing waits for a batch to fill: a leader takes whatever queued while the
+/// previous transaction ran, so a lone request commits at once and a crowd shares commits.
+#[derive(Default)]
+pub struct Batcher {
+    lanes: std::sync::Mutex<std::collections::HashMap<TenantId, Lane>>,
+}
+
+#[derive(Default)]
+struct Lane {
+    queue: Vec<Pending>,
+    leaders: usize,
+}
+
+struct Pending {
+    item: BatchItem,
+    reply: tokio::sync::oneshot::Sender<Option<Reservation>>,
+}
+
+/// Leaders per tenant: two, so one batch builds its rows while the other holds the level locks.
+const GROUP_LEADERS: usize = 2;
+/// Requests per transaction at most.
+const GROUP_MAX: usize = 128;
+
+impl Batcher {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<TenantId, Lane>> {
+        // A panic elsewhere never leaves the map half-changed: every change is one push or drain.
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one admitted request; answers its reservation, or None when its batch was refused
+    /// (the caller then commits it alone).
+    pub(crate) async fn submit(
+        &self,
+        core: &Core,
+        tenant: TenantId,
+        item: BatchItem,
+    ) -> Option<Reservation> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let lead = {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(tenant).or_default();
+            lane.queue.push(Pending { item, reply });
+            let lead = lane.leaders < GROUP_LEADERS;
+            if lead {
+                lane.leaders += 1;
+            }
+            lead
+        };
+        if lead {
+            // Its own task: a caller that goes away (timeout, disconnect) never strands the
+            // others' answers.
+            tokio::spawn(lead_lane(core.clone(), tenant));
+        }
+        answer.await.ok().flatten()
+    }
+}
+
+/// Counts a leader out when its task ends, however it ends; if work queued meanwhile (or the
+/// leader failed), another leader takes over.
+struct LeaderGuard {
+    core: Core,
+    tenant: TenantId,
+}
+
+impl Drop for LeaderGuard {
+    fn drop(&mut self) {
+        let relead = {
+            let mut lanes = self.core.reserve_batcher.lanes();
+            match lanes.get_mut(&self.tenant) {
+                Some(lane) if !lane.queue.is_empty() => true,
+                Some(lane) => {
+                    lane.leaders -= 1;
+                    if lane.leaders == 0 {
+                        lanes.remove(&self.tenant);
+                    }
+                    false
+                }
+                None => false,
+            }
+        };
+        if relead && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(lead_lane(self.core.clone(), self.tenant));
+        }
+    }
+}
+
+async fn lead_lane(core: Core, tenant: TenantId) {
+    let _guard = LeaderGuard {
+        core: core.clone(),
+        tenant,
+    };
+    loop {
+        let batch: Vec<Pending> = {
+            let mut lanes = core.reserve_batcher.lanes();
+            let Some(lane) = lanes.get_mut(&tenant) else {
+                return;
+            };
+            if lane.queue.is_empty() {
+                return;
+            }
+            let n = lane.queue.len().min(GROUP_MAX);
+            lane.queue.drain(..n).collect()
+        };
+        let (items, replies): (Vec<BatchItem>, Vec<_>) =
+            batch.into_iter().map(|p| (p.item, p.reply)).unzip();
+        match commit_many(&core, tenant, &items).await {
+            Ok((reservations, levels)) => {
+                for (reply, r) in replies.into_iter().zip(reservations) {
+                    let _ = reply.send(Some(r));
+                }
+                stock_cache::publish_levels(&core, tenant, &levels).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, n = items.len(), "group commit refused; each commits alone");
+                for reply in replies {
+                    let _ = reply.send(None);
+                }
+            }
+        }
+    }
 }
