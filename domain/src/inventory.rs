@@ -293,3 +293,54 @@ mod code_tests {
         assert!(parse_activation_codes(&[]).is_err());
     }
 }
+
+/// A manual stock reservation lasts an hour unless asked otherwise, and at most 30 days.
+const DEFAULT_RESERVATION_TTL_SECS: i64 = 3600;
+const MAX_RESERVATION_TTL_SECS: i64 = 30 * 24 * 3600;
+
+/// The caller's name for the reservation: 1-64 printable characters, trimmed.
+pub fn parse_reservation_reference(s: &str) -> Result<String, InvalidInput> {
+    let s = s.trim();
+    if s.is_empty() || s.chars().count() > 64 || s.chars().any(char::is_control) {
+        return Err(InvalidInput {
+            field: "reference",
+            message: "must be 1-64 printable characters".into(),
+        });
+    }
+    Ok(s.to_string())
+}
+
+/// How long it lasts: `ttl_secs` between 60 s and 30 days, an hour when absent.
+pub fn parse_reservation_ttl(ttl_secs: Option<i64>) -> Result<std::time::Duration, InvalidInput> {
+    match ttl_secs.unwrap_or(DEFAULT_RESERVATION_TTL_SECS) {
+        s @ 60..=MAX_RESERVATION_TTL_SECS => Ok(std::time::Duration::from_secs(s as u64)),
+        _ => Err(InvalidInput {
+            field: "ttlSeconds",
+            message: format!("must be between 60 and {MAX_RESERVATION_TTL_SECS}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_is_trimmed_and_bounded() {
+        assert_eq!(parse_reservation_reference("  PO-7 ").unwrap(), "PO-7");
+        assert!(parse_reservation_reference("   ").is_err());
+        assert!(parse_reservation_reference(&"x".repeat(65)).is_err());
+        assert!(parse_reservation_reference("a\nb").is_err());
+        assert_eq!(parse_reservation_reference("批发单-1").unwrap(), "批发单-1");
+    }
+
+    #[test]
+    fn a_ttl_is_an_hour_by_default_and_bounded() {
+        assert_eq!(parse_reservation_ttl(None).unwrap().as_secs(), 3600);
+        assert_eq!(parse_reservation_ttl(Some(60)).unwrap().as_secs(), 60);
+        assert!(parse_reservation_ttl(Some(59)).is_err());
+        assert!(parse_reservation_ttl(Some(0)).is_err());
+        assert!(parse_reservation_ttl(Some(-5)).is_err());
+        assert!(parse_reservation_ttl(Some(MAX_RESERVATION_TTL_SECS + 1)).is_err());
+    }
+}

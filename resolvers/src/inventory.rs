@@ -4,6 +4,8 @@ use async_graphql::{Context, ID, InputObject, Object, SimpleObject, Subscription
 use futures_util::{Stream, StreamExt};
 use uphub_domain::identity::Permission;
 use uphub_services::inventory::{self, LevelView};
+use uphub_services::reservation::Line;
+use uphub_services::stock_reservations as manual;
 use uphub_services::{holds, stock_cache};
 
 use crate::caller::{UserError, authed, decode_id, encode_id, field, user_errors};
@@ -101,6 +103,20 @@ impl InventoryQuery {
             .into_iter()
             .map(Warehouse)
             .collect())
+    }
+
+    /// One manual stock reservation; another store's id answers like an unknown one. INVENTORY_READ.
+    async fn stock_reservation(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<StockReservation>> {
+        let (core, rctx) = authed(ctx)?;
+        let id = decode_id("StockReservation", &id).unwrap_or(uuid::Uuid::nil());
+        match manual::get(core, rctx, id).await {
+            Err(uphub_services::ServiceError::NotFound) => Ok(None),
+            r => field(ctx, r).map(|r| Some(StockReservation(r))),
+        }
     }
 
     /// Active live-stream holds on these SKUs. INVENTORY_READ.
@@ -221,6 +237,105 @@ pub struct InventoryReconcilePayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// Stock set aside for an order UpHub does not hold (a wholesale or offline deal, an ERP's order),
+/// by staff or an integration. It draws from the same pool as every channel and expires by itself
+/// unless confirmed (the stock left) or released (it went back).
+pub struct StockReservation(pub manual::StockReservation);
+
+#[Object]
+impl StockReservation {
+    async fn id(&self) -> ID {
+        encode_id("StockReservation", self.0.id)
+    }
+    /// The caller's name for it, unique per store (an order number, a PO).
+    async fn reference(&self) -> &str {
+        &self.0.reference
+    }
+    /// ACTIVE, CONFIRMED, RELEASED or EXPIRED.
+    async fn status(&self) -> &str {
+        &self.0.status
+    }
+    async fn expires_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.0.expires_at
+    }
+    async fn lines(&self) -> Vec<StockReservationLine> {
+        self.0
+            .lines
+            .iter()
+            .map(|l| StockReservationLine {
+                sku_id: encode_id("Sku", l.sku),
+                warehouse: WarehouseRef {
+                    id: encode_id("Warehouse", l.warehouse),
+                },
+                quantity: l.quantity,
+            })
+            .collect()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct StockReservationLine {
+    pub sku_id: ID,
+    pub warehouse: WarehouseRef,
+    pub quantity: i32,
+}
+
+#[derive(InputObject)]
+pub struct StockLineInput {
+    pub sku_id: ID,
+    pub warehouse_id: ID,
+    pub quantity: i32,
+}
+
+#[derive(InputObject)]
+pub struct StockReservationCreateInput {
+    /// Unique per store; a second reservation under the same reference → CONFLICT.
+    pub reference: String,
+    /// All reserved or none; at most 50 lines.
+    pub lines: Vec<StockLineInput>,
+    /// 60 s to 30 days; an hour when absent.
+    pub ttl_seconds: Option<i32>,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct StockReservationCreatePayload {
+    pub stock_reservation: Option<StockReservation>,
+    pub user_errors: Vec<UserError>,
+}
+
+#[derive(InputObject)]
+pub struct StockReservationEndInput {
+    pub id: ID,
+}
+
+#[derive(SimpleObject, Default)]
+pub struct StockReservationEndPayload {
+    pub stock_reservation: Option<StockReservation>,
+    pub user_errors: Vec<UserError>,
+}
+
+fn stock_lines(lines: &[StockLineInput]) -> Result<Vec<Line>, uphub_services::ServiceError> {
+    if lines.len() > 50 {
+        return Err(uphub_services::ServiceError::Invalid(
+            uphub_domain::identity::InvalidInput {
+                field: "lines",
+                message: "at most 50 lines".into(),
+            },
+        ));
+    }
+    lines
+        .iter()
+        .map(|l| {
+            let (sku, warehouse) = ids(&l.sku_id, &l.warehouse_id)?;
+            Ok(Line {
+                sku,
+                warehouse,
+                quantity: l.quantity,
+            })
+        })
+        .collect()
+}
+
 fn ids(sku: &ID, warehouse: &ID) -> Result<(uuid::Uuid, uuid::Uuid), uphub_services::ServiceError> {
     let bad = |f: &'static str| {
         uphub_services::ServiceError::Invalid(uphub_domain::identity::InvalidInput {
@@ -292,6 +407,64 @@ impl InventoryMutation {
         let (l, user_errors) = user_errors(ctx, r)?;
         Ok(InventoryAdjustPayload {
             inventory_level: l.map(InventoryLevel),
+            user_errors,
+        })
+    }
+
+    /// Reserves stock for an order UpHub does not hold: every line or none. SOLD_OUT when the
+    /// pool cannot serve a line; CONFLICT for a reference used before. INVENTORY_WRITE.
+    async fn stock_reservation_create(
+        &self,
+        ctx: &Context<'_>,
+        input: StockReservationCreateInput,
+    ) -> async_graphql::Result<StockReservationCreatePayload> {
+        let (core, rctx) = authed(ctx)?;
+        let r = match stock_lines(&input.lines) {
+            Ok(lines) => {
+                manual::create(
+                    core,
+                    rctx,
+                    &input.reference,
+                    lines,
+                    input.ttl_seconds.map(i64::from),
+                )
+                .await
+            }
+            Err(e) => uphub_services::audit::require(rctx, Permission::InventoryWrite).and(Err(e)),
+        };
+        let (r, user_errors) = user_errors(ctx, r)?;
+        Ok(StockReservationCreatePayload {
+            stock_reservation: r.map(StockReservation),
+            user_errors,
+        })
+    }
+
+    /// The reserved stock goes back to the pool. INVENTORY_WRITE.
+    async fn stock_reservation_release(
+        &self,
+        ctx: &Context<'_>,
+        input: StockReservationEndInput,
+    ) -> async_graphql::Result<StockReservationEndPayload> {
+        let (core, rctx) = authed(ctx)?;
+        let id = decode_id("StockReservation", &input.id).unwrap_or(uuid::Uuid::nil());
+        let (r, user_errors) = user_errors(ctx, manual::release(core, rctx, id).await)?;
+        Ok(StockReservationEndPayload {
+            stock_reservation: r.map(StockReservation),
+            user_errors,
+        })
+    }
+
+    /// The reserved stock left with the deal: reserved becomes sold, on-hand drops. INVENTORY_WRITE.
+    async fn stock_reservation_confirm(
+        &self,
+        ctx: &Context<'_>,
+        input: StockReservationEndInput,
+    ) -> async_graphql::Result<StockReservationEndPayload> {
+        let (core, rctx) = authed(ctx)?;
+        let id = decode_id("StockReservation", &input.id).unwrap_or(uuid::Uuid::nil());
+        let (r, user_errors) = user_errors(ctx, manual::confirm(core, rctx, id).await)?;
+        Ok(StockReservationEndPayload {
+            stock_reservation: r.map(StockReservation),
             user_errors,
         })
     }

@@ -32,6 +32,7 @@ pub mod seckill;
 pub mod shipping;
 pub mod staff;
 pub mod stock_cache;
+pub mod stock_reservations;
 
 pub use crate::core::Core;
 pub use error::{ServiceError, ServiceResult};

@@ -783,3 +783,153 @@ async fn another_tenant_sees_no_holds_of_a_sku_and_its_reconcile_leaves_the_cach
             .unwrap();
     assert_eq!(before, after);
 }
+
+const RESERVE: &str = "mutation($i: StockReservationCreateInput!) { stockReservationCreate(input: $i) { stockReservation { id reference status lines { skuId warehouse { id } quantity } } userErrors { code field message } } }";
+
+async fn manual_reserve(
+    app: &TestApp,
+    token: &str,
+    reference: &str,
+    lines: serde_json::Value,
+    ttl: Option<i32>,
+) -> serde_json::Value {
+    let r = app
+        .gql(
+            Some(token),
+            RESERVE,
+            json!({"i": {"reference": reference, "lines": lines, "ttlSeconds": ttl}}),
+        )
+        .await;
+    r["data"]["stockReservationCreate"].clone()
+}
+
+async fn end_reservation(app: &TestApp, token: &str, verb: &str, id: &str) -> serde_json::Value {
+    let q = format!(
+        "mutation($i: StockReservationEndInput!) {{ stockReservation{verb}(input: $i) {{ stockReservation {{ id status }} userErrors {{ code field }} }} }}"
+    );
+    let r = app.gql(Some(token), &q, json!({"i": {"id": id}})).await;
+    r["data"][format!("stockReservation{verb}")].clone()
+}
+
+#[tokio::test]
+async fn manual_stock_reservations_draw_from_the_pool_and_end_confirmed_or_released() {
+    let app = spawn_app().await;
+    let ctx = tenant_ctx(&app, &app.a.slug).await;
+    let sku = seed_sku(&app, &app.a.slug, "PHYSICAL").await;
+    let foreign = seed_sku(&app, &app.b.slug, "PHYSICAL").await;
+    let wh = warehouse(&app, &app.a.token, "SH").await;
+    set_stock(&app, &app.a.token, sku, wh, 10, 0).await;
+    let line = |s: Uuid, q: i32| json!([{"skuId": gid("Sku", s), "warehouseId": gid("Warehouse", wh), "quantity": q}]);
+
+    // Four units for a wholesale order: reserved, all or nothing, under the caller's reference.
+    let p = manual_reserve(&app, &app.a.token, " PO-1 ", line(sku, 4), None).await;
+    assert_eq!(p["userErrors"], json!([]), "{p}");
+    let r = &p["stockReservation"];
+    assert_eq!(r["reference"], "PO-1");
+    assert_eq!(r["status"], "ACTIVE");
+    assert_eq!(r["lines"][0]["quantity"], 4);
+    assert_eq!(r["lines"][0]["skuId"], gid("Sku", sku));
+    let id = r["id"].as_str().unwrap().to_string();
+    assert_eq!(level(&app, &ctx, sku).await, (10, 4, 0));
+
+    // Bad input: typed errors, nothing written.
+    let codes = |p: &serde_json::Value| {
+        (
+            p["userErrors"][0]["code"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_string(),
+            p["userErrors"][0]["field"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_string(),
+        )
+    };
+    let again = manual_reserve(&app, &app.a.token, "PO-1", line(sku, 1), None).await;
+    assert_eq!(
+        codes(&again),
+        ("CONFLICT".into(), "reference".into()),
+        "{again}"
+    );
+    let too_many = manual_reserve(&app, &app.a.token, "PO-2", line(sku, 7), None).await;
+    assert_eq!(codes(&too_many).0, "SOLD_OUT", "{too_many}");
+    let theirs = manual_reserve(&app, &app.a.token, "PO-3", line(foreign, 1), None).await;
+    assert_eq!(
+        codes(&theirs),
+        ("VALIDATION".into(), "skuId".into()),
+        "{theirs}"
+    );
+    let zero = manual_reserve(&app, &app.a.token, "PO-4", line(sku, 0), None).await;
+    assert_eq!(codes(&zero).0, "VALIDATION", "{zero}");
+    let short = manual_reserve(&app, &app.a.token, "PO-5", line(sku, 1), Some(5)).await;
+    assert_eq!(
+        codes(&short),
+        ("VALIDATION".into(), "ttlSeconds".into()),
+        "{short}"
+    );
+    let blank = manual_reserve(&app, &app.a.token, "  ", line(sku, 1), None).await;
+    assert_eq!(
+        codes(&blank),
+        ("VALIDATION".into(), "reference".into()),
+        "{blank}"
+    );
+    assert_eq!(level(&app, &ctx, sku).await, (10, 4, 0));
+    assert_eq!(ledger_reserved(&app, &ctx, sku).await, 4);
+
+    // The other store sees nothing and can end nothing.
+    let q = "query($id: ID!) { stockReservation(id: $id) { id status } }";
+    let seen = app.gql(Some(&app.b.token), q, json!({"id": id})).await;
+    assert_eq!(seen["data"]["stockReservation"], json!(null), "{seen}");
+    for verb in ["Release", "Confirm"] {
+        let p = end_reservation(&app, &app.b.token, verb, &id).await;
+        assert_eq!(codes(&p).0, "NOT_FOUND", "{p}");
+    }
+    assert_eq!(level(&app, &ctx, sku).await, (10, 4, 0));
+    // An order's reservation is not a manual one: this API cannot end it.
+    let order_res = reservation::reserve(
+        &app.core,
+        &ctx,
+        order(
+            "order-1".into(),
+            vec![Line {
+                sku,
+                warehouse: wh,
+                quantity: 1,
+            }],
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let p = end_reservation(
+        &app,
+        &app.a.token,
+        "Release",
+        &gid("StockReservation", order_res.id),
+    )
+    .await;
+    assert_eq!(codes(&p).0, "NOT_FOUND", "{p}");
+    assert_eq!(level(&app, &ctx, sku).await, (10, 5, 0));
+
+    // Confirmed: the stock left with the deal, once.
+    let mine = app.gql(Some(&app.a.token), q, json!({"id": id})).await;
+    assert_eq!(mine["data"]["stockReservation"]["status"], "ACTIVE");
+    let p = end_reservation(&app, &app.a.token, "Confirm", &id).await;
+    assert_eq!(p["stockReservation"]["status"], "CONFIRMED", "{p}");
+    assert_eq!(level(&app, &ctx, sku).await, (6, 1, 0));
+    let p = end_reservation(&app, &app.a.token, "Confirm", &id).await;
+    assert_eq!(codes(&p).0, "CONFLICT", "{p}");
+    assert_eq!(level(&app, &ctx, sku).await, (6, 1, 0));
+
+    // Released: the stock goes back, and Redis agrees.
+    let p = manual_reserve(&app, &app.a.token, "PO-6", line(sku, 5), Some(600)).await;
+    let id6 = p["stockReservation"]["id"].as_str().unwrap().to_string();
+    assert_eq!(level(&app, &ctx, sku).await, (6, 6, 0));
+    let p = end_reservation(&app, &app.a.token, "Release", &id6).await;
+    assert_eq!(p["stockReservation"]["status"], "RELEASED", "{p}");
+    assert_eq!(level(&app, &ctx, sku).await, (6, 1, 0));
+    assert_eq!(
+        redis_field(&app, &ctx, sku, &format!("w:{wh}")).await,
+        Some(5)
+    );
+}

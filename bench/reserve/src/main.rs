@@ -1,7 +1,10 @@
 //! bench/reserve: committed reservations per second through the reservation engine, on one hot
 //! SKU and spread over 1,000 SKUs, beside a Postgres-only guarded UPDATE, sold-out rejections,
 //! and raw `redis-benchmark` EVALSHA of the admission script — all in one run, on a fresh
-//! database. Run with bench/reserve/run.sh.
+//! database. The engine is driven twice: called in this process (the service column), and over
+//! HTTP through GraphQL (`stockReservationCreate` on the gateway served in this process, keep-alive
+//! connections, a staff access token: parsing, auth, the tenant budget, resolvers and JSON
+//! included). Run with bench/reserve/run.sh.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -13,6 +16,8 @@ use uphub_services::config::Config;
 use uphub_services::reservation::{self, Line, ReserveRequest};
 use uphub_tenants::{RequestCtx, TenantTx};
 use uuid::Uuid;
+
+const RESERVE_GQL: &str = "mutation R($i: StockReservationCreateInput!) { stockReservationCreate(input: $i) { stockReservation { id } userErrors { code } } }";
 
 struct Stats {
     ok: usize,
@@ -114,6 +119,11 @@ async fn main() -> anyhow::Result<()> {
     cfg.namespace = db_name.clone();
     cfg.db_pool = conc as u32 + 4;
     cfg.queue_expires_ms = Some(60_000);
+    // The bench measures the engine, not the per-tenant query-cost budget.
+    cfg.limits.cost_rate_per_sec = 1e9;
+    cfg.limits.cost_burst = 1e9;
+    cfg.limits.ip_rate_per_sec = 1e9;
+    cfg.limits.ip_burst = 1e9;
     let core = Core::connect(cfg).await?;
 
     let session = uphub_services::identity::tenant_signup(
@@ -206,6 +216,76 @@ async fn main() -> anyhow::Result<()> {
         reserve(c3.clone(), x3.clone(), sold_out, format!("so-{t}-{i}"))
     })
     .await;
+    // Through GraphQL over HTTP: the gateway in this process, one keep-alive connection per task.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(uphub_api::serve(
+        uphub_api::App::new(core.clone()),
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let token = Arc::new(session.access_token.clone());
+    let mut conns = Vec::with_capacity(conc);
+    for _ in 0..conc {
+        conns.push(tokio::sync::Mutex::new(
+            uphub_bench_http::Conn::open(&addr).await?,
+        ));
+    }
+    let conns = Arc::new(conns);
+    let (wh_gid, sku_gids) = (
+        Arc::new(uphub_domain::gid::encode("Warehouse", wh)),
+        Arc::new(
+            skus.iter()
+                .map(|s| uphub_domain::gid::encode("Sku", *s))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    let via_gql = {
+        let (conns, token, wh_gid) = (conns.clone(), token.clone(), wh_gid.clone());
+        move |t: usize, sku: String, reference: String| {
+            let (conns, token, wh_gid) = (conns.clone(), token.clone(), wh_gid.clone());
+            async move {
+                let mut conn = conns[t].lock().await;
+                let v = conn
+                    .gql(
+                        Some(&token),
+                        RESERVE_GQL,
+                        serde_json::json!({"i": {"reference": reference, "ttlSeconds": 900,
+                            "lines": [{"skuId": sku, "warehouseId": *wh_gid, "quantity": 1}]}}),
+                    )
+                    .await?;
+                let p = &v["data"]["stockReservationCreate"];
+                match p["userErrors"][0]["code"].as_str() {
+                    None if p["stockReservation"]["id"].is_string() => Ok(true),
+                    Some("SOLD_OUT") => Ok(false),
+                    _ => Err(anyhow::anyhow!("unexpected answer: {v}")),
+                }
+            }
+        }
+    };
+    let (g1, hot_gid) = (via_gql.clone(), sku_gids[0].clone());
+    let gql_hot_stats = run(conc, secs, move |t, i| {
+        g1(t, hot_gid.clone(), format!("gql-hot-{t}-{i}"))
+    })
+    .await;
+    let (g2, spread_gids) = (via_gql.clone(), sku_gids.clone());
+    let gql_spread_stats = run(conc, secs, move |t, i| {
+        let sku = spread_gids[1 + (t * 7919 + i * 104729) % 1000].clone();
+        g2(t, sku, format!("gql-spread-{t}-{i}"))
+    })
+    .await;
+    let (g3, so_gid) = (via_gql.clone(), sku_gids[1001].clone());
+    let gql_sold_out_stats = run(conc, secs, move |t, i| {
+        g3(t, so_gid.clone(), format!("gql-so-{t}-{i}"))
+    })
+    .await;
+    drop(conns);
+    let _ = stop_tx.send(());
+    let _ = gateway.await;
+
     // Postgres-only: the guarded UPDATE of the same hot row plus its ledger row, one transaction each.
     let c4 = core.clone();
     let pg_stats = run(conc, secs, move |_, _| {
@@ -281,6 +361,15 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         sold_out_stats.line("engine, sold-out SKU (rejections)")
     );
+    println!("{}", gql_hot_stats.line("GraphQL over HTTP, one hot SKU"));
+    println!(
+        "{}",
+        gql_spread_stats.line("GraphQL over HTTP, spread over 1,000 SKUs")
+    );
+    println!(
+        "{}",
+        gql_sold_out_stats.line("GraphQL over HTTP, sold-out SKU (rejections)")
+    );
     println!("{}", pg_stats.line("Postgres-only guarded UPDATE, hot SKU"));
     println!(
         "{:<44} {:>10.0}",
@@ -294,6 +383,18 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "ratio engine spread / Postgres-only hot:     {:.2}",
         spread_stats.rate() / pg_stats.rate().max(1.0)
+    );
+    println!(
+        "ratio GraphQL hot / Postgres-only hot:       {:.2}",
+        gql_hot_stats.rate() / pg_stats.rate().max(1.0)
+    );
+    println!(
+        "ratio GraphQL spread / Postgres-only hot:    {:.2}",
+        gql_spread_stats.rate() / pg_stats.rate().max(1.0)
+    );
+    println!(
+        "ratio GraphQL spread / engine spread:        {:.2}",
+        gql_spread_stats.rate() / spread_stats.rate().max(1.0)
     );
     println!(
         "ratio sold-out rejections / raw EVALSHA:     {:.2}",
