@@ -138,6 +138,22 @@ pub async fn admit(
     })
 }
 
+/// Whether the cache knows a level of `sku` in `warehouse` (whatever its quantity): a sold-out
+/// answer for a known level needs no further lookup.
+pub async fn knows_level(
+    core: &Core,
+    tenant: TenantId,
+    sku: Uuid,
+    warehouse: Uuid,
+) -> redis::RedisResult<bool> {
+    let mut conn = core.redis.clone();
+    redis::cmd("HEXISTS")
+        .arg(key(core, tenant, sku))
+        .arg(general_field(warehouse))
+        .query_async(&mut conn)
+        .await
+}
+
 /// Adds `delta` to fields of a loaded hash (compensation, releases, adjustments).
 pub async fn bump(
     core: &Core,
