@@ -160,11 +160,11 @@ fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
 
 /// SQL literals for `tenant_read`, which takes text. Only typed values are rendered; client
 /// text travels hex-encoded, so the statement can contain nothing but hex digits from it.
-fn lit_uuid(id: Uuid) -> String {
+pub(crate) fn lit_uuid(id: Uuid) -> String {
     format!("'{id}'::uuid")
 }
 
-fn lit_uuids(ids: &[Uuid]) -> String {
+pub(crate) fn lit_uuids(ids: &[Uuid]) -> String {
     let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     format!("'{{{}}}'::uuid[]", list.join(","))
 }

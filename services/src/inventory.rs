@@ -144,10 +144,37 @@ pub async fn levels_for_skus(
     ctx: &RequestCtx,
     skus: &[Uuid],
 ) -> ServiceResult<HashMap<Uuid, Vec<LevelView>>> {
+    use sea_orm::sqlx::Row;
     require(ctx, Permission::InventoryRead)?;
-    let tx = TenantTx::begin(&core.db, ctx.tenant).await?;
-    let map = levels_in(&tx, skus).await?;
-    tx.commit().await?;
+    // One round trip (scope and query in one message): this is behind every catalog page.
+    let sql = format!(
+        "SELECT sku_id, warehouse_id, on_hand, reserved, held FROM inventory_levels
+         WHERE tenant_id = {} AND sku_id = ANY({}) ORDER BY sku_id, warehouse_id",
+        crate::catalog::lit_uuid(ctx.tenant.0),
+        crate::catalog::lit_uuids(skus)
+    );
+    let rows = uphub_tenants::tenant_read(&core.db, ctx.tenant, &sql).await?;
+    let mut map: HashMap<Uuid, Vec<LevelView>> = HashMap::new();
+    for r in &rows {
+        let read = || -> Result<LevelView, sea_orm::sqlx::Error> {
+            let (on_hand, reserved, held): (i32, i32, i32) = (
+                r.try_get("on_hand")?,
+                r.try_get("reserved")?,
+                r.try_get("held")?,
+            );
+            Ok(LevelView {
+                sku_id: r.try_get("sku_id")?,
+                warehouse_id: r.try_get("warehouse_id")?,
+                on_hand,
+                reserved,
+                held,
+                available: on_hand - reserved - held,
+            })
+        };
+        let l = read()
+            .map_err(|e| ServiceError::Internal(anyhow::anyhow!("inventory level row: {e}")))?;
+        map.entry(l.sku_id).or_default().push(l);
+    }
     Ok(map)
 }
 

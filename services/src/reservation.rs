@@ -274,8 +274,12 @@ pub async fn reserve_many(
         .collect();
     match commit_many(core, ctx.tenant, &items).await {
         Ok((reservations, levels)) => {
-            for ((n, _), r) in admitted.iter().zip(reservations) {
-                verdicts[*n] = Verdict::Reserved(r);
+            for ((n, a), r) in admitted.iter().zip(reservations) {
+                match r {
+                    Some(r) => verdicts[*n] = Verdict::Reserved(r),
+                    // Its owner holds a reservation already: it is decided alone.
+                    None => compensate(core, ctx.tenant, a).await,
+                }
             }
             stock_cache::publish_levels(core, ctx.tenant, &levels).await;
         }
@@ -310,12 +314,12 @@ struct PhaseOne {
 }
 
 impl PhaseOne {
-    /// Inserts it all; returns how many reservations were new (an owner that already holds one
-    /// is skipped, and the caller refuses then).
-    async fn insert(self, tx: &TenantTx) -> ServiceResult<i64> {
+    /// Inserts it all; returns the reservations that were new. An owner that already holds one
+    /// (or appears twice) is skipped with its lines and ledger rows; the caller refuses it.
+    async fn insert(self, tx: &TenantTx) -> ServiceResult<Vec<Uuid>> {
         let ledger_ids: Vec<Uuid> = self.line_res.iter().map(|_| Uuid::now_v7()).collect();
-        Ok(tx
-            .query_one_raw(stmt(
+        let rows = tx
+            .query_all_raw(stmt(
                 "WITH r AS (
                    INSERT INTO reservations (tenant_id, id, owner_kind, owner_id, campaign, status, expires_at)
                    SELECT $1, x.i, x.k, x.o, NULLIF(x.c, ''), 'ACTIVE', x.e
@@ -324,17 +328,19 @@ impl PhaseOne {
                  l AS (
                    INSERT INTO reservation_lines (tenant_id, reservation_id, line_no, sku_id, warehouse_id, quantity)
                    SELECT $1, x.r, x.n, x.s, x.w, x.q
-                   FROM unnest($7::uuid[], $8::int[], $9::uuid[], $10::uuid[], $11::int[]) AS x(r, n, s, w, q)),
+                   FROM unnest($7::uuid[], $8::int[], $9::uuid[], $10::uuid[], $11::int[]) AS x(r, n, s, w, q)
+                   WHERE x.r IN (SELECT id FROM r)),
                  g AS (
                    INSERT INTO inventory_ledger (tenant_id, id, sku_id, warehouse_id, kind, delta_reserved, owner_kind, owner_id, actor_id)
                    SELECT $1, x.i, x.s, x.w, 'RESERVE', x.q, 'RESERVATION', x.r::text,
                           NULLIF(x.a, '00000000-0000-0000-0000-000000000000'::uuid)
-                   FROM unnest($12::uuid[], $9::uuid[], $10::uuid[], $11::int[], $7::uuid[], $13::uuid[]) AS x(i, s, w, q, r, a)),
+                   FROM unnest($12::uuid[], $9::uuid[], $10::uuid[], $11::int[], $7::uuid[], $13::uuid[]) AS x(i, s, w, q, r, a)
+                   WHERE x.r IN (SELECT id FROM r)),
                  d AS (
                    INSERT INTO inventory_dirty (tenant_id, sku_id)
                    SELECT $1, s FROM (SELECT DISTINCT s FROM unnest($14::uuid[]) AS s ORDER BY s) AS y
                    ON CONFLICT DO NOTHING)
-                 SELECT count(*) AS inserted FROM r",
+                 SELECT id FROM r",
                 vec![
                     tx.tenant().0.into(),
                     self.ids.into(),
@@ -352,10 +358,11 @@ impl PhaseOne {
                     self.dirty.into(),
                 ],
             ))
-            .await?
-            .map(|r| r.try_get("", "inserted"))
-            .transpose()?
-            .unwrap_or(0))
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get("", "id"))
+            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -370,17 +377,17 @@ pub(crate) struct BatchItem {
 
 /// The Postgres half of [`reserve_many`] and of the group commit: one statement inserts every
 /// reservation, line, ledger row and dirty mark (no hot lock yet); then one guarded UPDATE takes
-/// the summed units of every level. Any refusal rolls all of it back.
+/// the summed units of every level. An item whose owner already holds a reservation is left out
+/// (None) and the rest commit; a guarded UPDATE that refuses rolls all of it back.
 async fn commit_many(
     core: &Core,
     tenant: TenantId,
     items: &[BatchItem],
-) -> ServiceResult<(Vec<Reservation>, Vec<LevelView>)> {
+) -> ServiceResult<(Vec<Option<Reservation>>, Vec<LevelView>)> {
     let tx = TenantTx::begin(&core.db, tenant).await?;
     let now = core.now();
     let mut out = Vec::with_capacity(items.len());
     let mut p = PhaseOne::default();
-    let mut takes: std::collections::BTreeMap<(Uuid, Uuid), i32> = Default::default();
     for item in items {
         let id = Uuid::now_v7();
         let expires_at = now
@@ -398,7 +405,6 @@ async fn commit_many(
             p.line_wh.push(line.warehouse);
             p.line_qty.push(line.quantity);
             p.line_actor.push(item.actor.unwrap_or_default());
-            *takes.entry((line.sku, line.warehouse)).or_default() += line.quantity;
         }
         out.push(Reservation {
             id,
@@ -408,13 +414,15 @@ async fn commit_many(
         });
     }
     p.dirty = p.line_sku.clone();
-    let wanted = p.ids.len() as i64;
-    let inserted = p.insert(&tx).await?;
-    if inserted != wanted {
-        return Err(ServiceError::conflict(
-            "ownerId",
-            "an owner of the batch already holds a reservation",
-        ));
+    let inserted: std::collections::HashSet<Uuid> = p.insert(&tx).await?.into_iter().collect();
+    if inserted.is_empty() {
+        return Ok((out.into_iter().map(|_| None).collect(), Vec::new()));
+    }
+    let mut takes: std::collections::BTreeMap<(Uuid, Uuid), i32> = Default::default();
+    for r in out.iter().filter(|r| inserted.contains(&r.id)) {
+        for (line, _) in &r.lines {
+            *takes.entry((line.sku, line.warehouse)).or_default() += line.quantity;
+        }
     }
     // Levels in one global order, so two batches over the same SKUs cannot deadlock.
     let (t_sku, t_wh, t_qty): (Vec<Uuid>, Vec<Uuid>, Vec<i32>) =
@@ -452,7 +460,11 @@ async fn commit_many(
         .map(level_from)
         .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
     tx.commit().await?;
-    for r in &mut out {
+    let mut out: Vec<Option<Reservation>> = out
+        .into_iter()
+        .map(|r| inserted.contains(&r.id).then_some(r))
+        .collect();
+    for r in out.iter_mut().flatten() {
         r.levels = levels
             .iter()
             .filter(|l| {
@@ -606,7 +618,7 @@ async fn commit(
     }
     .insert(&tx)
     .await?;
-    if inserted == 0 {
+    if inserted.is_empty() {
         return Err(ServiceError::conflict(
             "ownerId",
             "this owner already holds a reservation",
@@ -1148,7 +1160,7 @@ async fn lead_lane(core: Core, tenant: TenantId) {
         match commit_many(&core, tenant, &items).await {
             Ok((reservations, levels)) => {
                 for (reply, r) in replies.into_iter().zip(reservations) {
-                    let _ = reply.send(Some(r));
+                    let _ = reply.send(r);
                 }
                 stock_cache::publish_levels(&core, tenant, &levels).await;
             }

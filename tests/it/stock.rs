@@ -933,3 +933,86 @@ async fn manual_stock_reservations_draw_from_the_pool_and_end_confirmed_or_relea
         Some(5)
     );
 }
+
+#[tokio::test]
+async fn concurrent_reservations_of_different_people_share_commits_but_keep_who_reserved_and_a_duplicate_fails_alone()
+ {
+    let app = spawn_app().await;
+    let tenant = tenant_ctx(&app, &app.a.slug).await.tenant;
+    let sku = seed_sku(&app, &app.a.slug, "PHYSICAL").await;
+    let wh = warehouse(&app, &app.a.token, "SH").await;
+    set_stock(&app, &app.a.token, sku, wh, 1000, 0).await;
+    let people: Vec<Uuid> = (0..8).map(|_| Uuid::now_v7()).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200usize {
+        let person = people[i % people.len()];
+        let core = app.core.clone();
+        tasks.spawn(async move {
+            let ctx = RequestCtx::staff(
+                tenant,
+                uphub_tenants::UserId(person),
+                vec![uphub_domain::identity::Role::Operator],
+                Uuid::now_v7(),
+                0,
+            );
+            // 50 owners are asked for twice: the second of each pair must fail alone.
+            let owner = format!("o-{}", i % 150);
+            let line = Line {
+                sku,
+                warehouse: wh,
+                quantity: 1,
+            };
+            let r = reservation::reserve(&core, &ctx, order(owner, vec![line], None)).await;
+            (person, r)
+        });
+    }
+    let (mut ok, mut conflicts) = (Vec::new(), 0);
+    while let Some(t) = tasks.join_next().await {
+        match t.unwrap() {
+            (person, Ok(r)) => ok.push((person, r.id)),
+            (_, Err(ServiceError::Conflict { .. })) => conflicts += 1,
+            (_, Err(e)) => panic!("unexpected: {e}"),
+        }
+    }
+    assert_eq!((ok.len(), conflicts), (150, 50));
+    let ctx = tenant_ctx(&app, &app.a.slug).await;
+    assert_eq!(level(&app, &ctx, sku).await, (1000, 150, 0));
+    assert_eq!(ledger_reserved(&app, &ctx, sku).await, 150);
+    // Redis gave the refused duplicates' units back.
+    assert_eq!(
+        redis_field(&app, &ctx, sku, &format!("w:{wh}")).await,
+        Some(850)
+    );
+    // Each ledger row names the person whose reservation it is, whichever batch carried it.
+    let tx = uphub_tenants::TenantTx::begin(&app.core.db, ctx.tenant)
+        .await
+        .unwrap();
+    // And the crowd did share transactions (the group commit), far fewer than one each.
+    let txs: i64 = tx
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(DISTINCT xmin::text) AS n FROM reservations WHERE tenant_id = $1 AND owner_kind = 'ORDER'",
+            [ctx.tenant.0.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert!(txs < 100, "{txs} transactions for 150 reservations");
+    for (person, id) in ok {
+        let row = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT actor_id FROM inventory_ledger WHERE tenant_id = $1 AND owner_kind = 'RESERVATION' AND owner_id = $2",
+                [ctx.tenant.0.into(), id.to_string().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            row.try_get::<Option<Uuid>>("", "actor_id").unwrap(),
+            Some(person)
+        );
+    }
+}
