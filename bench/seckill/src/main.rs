@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uphub_bench_http::{Conn, find};
 use uphub_services::Core;
 use uphub_services::config::Config;
 use uphub_services::seckill::{self, CampaignInput};
@@ -30,63 +30,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 // ------------------------------------------------------------ http client ---
-
-/// One keep-alive HTTP/1.1 connection: write a request, read one response (Content-Length).
-/// Hand-rolled so the load generator costs little CPU beside the server on two cores.
-struct Conn {
-    stream: tokio::net::TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    async fn open(addr: &str) -> anyhow::Result<Conn> {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        Ok(Conn {
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    async fn call(&mut self, req: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
-        self.stream.write_all(req).await?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p;
-            }
-            let n = self.stream.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed");
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = std::str::from_utf8(&self.buf[..head_end])?;
-        let status: u16 = head
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("bad status line"))?;
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .ok_or_else(|| anyhow::anyhow!("no content-length"))?;
-        let total = head_end + 4 + len;
-        while self.buf.len() < total {
-            let n = self.stream.read(&mut chunk).await?;
-            anyhow::ensure!(n > 0, "connection closed mid-body");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok((status, self.buf[head_end + 4..total].to_vec()))
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
 
 /// The string value of `"key":"…"` in a compact JSON body.
 fn json_str<'a>(body: &'a [u8], key: &str) -> Option<&'a str> {
