@@ -291,7 +291,7 @@ pub struct StockLineInput {
 pub struct StockReservationCreateInput {
     /// Unique per store; a second reservation under the same reference → CONFLICT.
     pub reference: String,
-    /// All reserved or none; at most 50 lines.
+    /// All reserved or none; 1-100 lines.
     pub lines: Vec<StockLineInput>,
     /// 60 s to 30 days; an hour when absent.
     pub ttl_seconds: Option<i32>,
@@ -314,15 +314,9 @@ pub struct StockReservationEndPayload {
     pub user_errors: Vec<UserError>,
 }
 
+/// The lines as the engine takes them; their count and quantities are checked there
+/// (`domain::inventory::normalize_lines`).
 fn stock_lines(lines: &[StockLineInput]) -> Result<Vec<Line>, uphub_services::ServiceError> {
-    if lines.len() > 50 {
-        return Err(uphub_services::ServiceError::Invalid(
-            uphub_domain::identity::InvalidInput {
-                field: "lines",
-                message: "at most 50 lines".into(),
-            },
-        ));
-    }
     lines
         .iter()
         .map(|l| {
@@ -334,6 +328,31 @@ fn stock_lines(lines: &[StockLineInput]) -> Result<Vec<Line>, uphub_services::Se
             })
         })
         .collect()
+}
+
+/// How a manual reservation ends.
+#[derive(Clone, Copy)]
+enum Ending {
+    Release,
+    Confirm,
+}
+
+async fn end_reservation(
+    ctx: &Context<'_>,
+    input: StockReservationEndInput,
+    ending: Ending,
+) -> async_graphql::Result<StockReservationEndPayload> {
+    let (core, rctx) = authed(ctx)?;
+    let id = decode_id("StockReservation", &input.id).unwrap_or(uuid::Uuid::nil());
+    let r = match ending {
+        Ending::Release => manual::release(core, rctx, id).await,
+        Ending::Confirm => manual::confirm(core, rctx, id).await,
+    };
+    let (r, user_errors) = user_errors(ctx, r)?;
+    Ok(StockReservationEndPayload {
+        stock_reservation: r.map(StockReservation),
+        user_errors,
+    })
 }
 
 fn ids(sku: &ID, warehouse: &ID) -> Result<(uuid::Uuid, uuid::Uuid), uphub_services::ServiceError> {
@@ -445,13 +464,7 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: StockReservationEndInput,
     ) -> async_graphql::Result<StockReservationEndPayload> {
-        let (core, rctx) = authed(ctx)?;
-        let id = decode_id("StockReservation", &input.id).unwrap_or(uuid::Uuid::nil());
-        let (r, user_errors) = user_errors(ctx, manual::release(core, rctx, id).await)?;
-        Ok(StockReservationEndPayload {
-            stock_reservation: r.map(StockReservation),
-            user_errors,
-        })
+        end_reservation(ctx, input, Ending::Release).await
     }
 
     /// The reserved stock left with the deal: reserved becomes sold, on-hand drops. INVENTORY_WRITE.
@@ -460,13 +473,7 @@ impl InventoryMutation {
         ctx: &Context<'_>,
         input: StockReservationEndInput,
     ) -> async_graphql::Result<StockReservationEndPayload> {
-        let (core, rctx) = authed(ctx)?;
-        let id = decode_id("StockReservation", &input.id).unwrap_or(uuid::Uuid::nil());
-        let (r, user_errors) = user_errors(ctx, manual::confirm(core, rctx, id).await)?;
-        Ok(StockReservationEndPayload {
-            stock_reservation: r.map(StockReservation),
-            user_errors,
-        })
+        end_reservation(ctx, input, Ending::Confirm).await
     }
 
     /// Sets stock aside for a live stream until `expiresAt`. INVENTORY_WRITE.

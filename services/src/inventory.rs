@@ -34,6 +34,20 @@ pub struct LevelView {
     pub available: i32,
 }
 
+impl LevelView {
+    /// A level as stored; `available` follows from the three counts.
+    pub fn new(sku_id: Uuid, warehouse_id: Uuid, on_hand: i32, reserved: i32, held: i32) -> Self {
+        LevelView {
+            sku_id,
+            warehouse_id,
+            on_hand,
+            reserved,
+            held,
+            available: on_hand - reserved - held,
+        }
+    }
+}
+
 fn stmt(sql: &str, values: Vec<sea_orm::Value>) -> Statement {
     Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
@@ -125,17 +139,13 @@ pub async fn sku_kind(tx: &TenantTx, sku: Uuid) -> ServiceResult<Option<String>>
 
 /// A level from a row with sku_id, warehouse_id, on_hand, reserved, held.
 pub fn level_from(r: &sea_orm::QueryResult) -> Result<LevelView, sea_orm::DbErr> {
-    let on_hand: i32 = r.try_get("", "on_hand")?;
-    let reserved: i32 = r.try_get("", "reserved")?;
-    let held: i32 = r.try_get("", "held")?;
-    Ok(LevelView {
-        sku_id: r.try_get("", "sku_id")?,
-        warehouse_id: r.try_get("", "warehouse_id")?,
-        on_hand,
-        reserved,
-        held,
-        available: on_hand - reserved - held,
-    })
+    Ok(LevelView::new(
+        r.try_get("", "sku_id")?,
+        r.try_get("", "warehouse_id")?,
+        r.try_get("", "on_hand")?,
+        r.try_get("", "reserved")?,
+        r.try_get("", "held")?,
+    ))
 }
 
 /// Levels of many SKUs in one statement (the dataloader behind `sku.inventory`).
@@ -157,19 +167,13 @@ pub async fn levels_for_skus(
     let mut map: HashMap<Uuid, Vec<LevelView>> = HashMap::new();
     for r in &rows {
         let read = || -> Result<LevelView, sea_orm::sqlx::Error> {
-            let (on_hand, reserved, held): (i32, i32, i32) = (
+            Ok(LevelView::new(
+                r.try_get("sku_id")?,
+                r.try_get("warehouse_id")?,
                 r.try_get("on_hand")?,
                 r.try_get("reserved")?,
                 r.try_get("held")?,
-            );
-            Ok(LevelView {
-                sku_id: r.try_get("sku_id")?,
-                warehouse_id: r.try_get("warehouse_id")?,
-                on_hand,
-                reserved,
-                held,
-                available: on_hand - reserved - held,
-            })
+            ))
         };
         let l = read()
             .map_err(|e| ServiceError::Internal(anyhow::anyhow!("inventory level row: {e}")))?;
