@@ -24,7 +24,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::json;
 use uphub_domain::error::ErrorCode;
 use uphub_resolvers::Caller;
-use uphub_schema::AppSchema;
+use uphub_schema::Schemas;
 use uphub_services::Core;
 use uphub_services::config::Env;
 use uphub_services::consumer::{self, Handler};
@@ -36,7 +36,7 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct App {
     pub core: Core,
-    pub schema: AppSchema,
+    pub schemas: Arc<Schemas>,
     pub metrics: Arc<Metrics>,
     pub doc_cache: Arc<uphub_schema::DocCache>,
 }
@@ -44,7 +44,7 @@ pub struct App {
 impl App {
     pub fn new(core: Core) -> App {
         App {
-            schema: uphub_schema::build(core.clone()),
+            schemas: Arc::new(Schemas::new(core.clone())),
             core,
             metrics: Arc::new(Metrics::default()),
             doc_cache: Arc::new(uphub_schema::DocCache::new(1000)),
@@ -216,22 +216,23 @@ async fn graphql_inner(
     let batch = app
         .doc_cache
         .prime(batch)
-        .data(caller)
+        .data(caller.clone())
         .data(uphub_resolvers::catalog::Loaders::default());
     let mut timeout = app.core.cfg.limits.request_timeout;
     if multipart {
         // Storing a large video takes longer than a query may.
         timeout = timeout.max(app.core.cfg.media.upload_timeout);
     }
-    let resp = match tokio::time::timeout(timeout, app.schema.execute_batch(batch)).await {
-        Ok(r) => r,
-        Err(_) => {
-            return fail(
-                ErrorCode::Timeout,
-                "the request took too long and was cancelled",
-            );
-        }
-    };
+    let resp =
+        match tokio::time::timeout(timeout, app.schemas.execute(&app.core, &caller, batch)).await {
+            Ok(r) => r,
+            Err(_) => {
+                return fail(
+                    ErrorCode::Timeout,
+                    "the request took too long and was cancelled",
+                );
+            }
+        };
     let mut retry_after: Option<u64> = None;
     let mut only_rate_limited = true;
     let mut any_error = false;
@@ -394,7 +395,7 @@ async fn graphql_ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let core = app.core.clone();
-    let schema = app.schema.clone();
+    let schema = app.schemas.protected.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
@@ -610,14 +611,24 @@ async fn readyz(State(app): State<App>) -> Response {
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&[(
-            "uphub_stock_cache_drift_units",
-            uphub_services::stock_cache::LAST_DRIFT.load(std::sync::atomic::Ordering::Relaxed)
-                as f64,
-        )]),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let (hits, misses) = app.core.catalog_cache.counts();
+        app.metrics.render(&[
+            (
+                "uphub_stock_cache_drift_units",
+                "gauge",
+                uphub_services::stock_cache::LAST_DRIFT.load(std::sync::atomic::Ordering::Relaxed)
+                    as f64,
+            ),
+            ("uphub_catalog_cache_hits_total", "counter", hits as f64),
+            ("uphub_catalog_cache_misses_total", "counter", misses as f64),
+            (
+                "uphub_graphql_memoized_requests_total",
+                "counter",
+                app.schemas.memoized() as f64,
+            ),
+        ])
+    })
         .into_response()
 }
 

@@ -67,7 +67,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, extra: &[(&str, f64)]) -> String {
+    /// `extra`: (name, Prometheus type, value) of metrics kept elsewhere.
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -143,8 +144,8 @@ impl Metrics {
                 );
             }
         }
-        for (name, v) in extra {
-            let _ = writeln!(out, "# TYPE {name} gauge\n{name} {v}");
+        for (name, kind, v) in extra {
+            let _ = writeln!(out, "# TYPE {name} {kind}\n{name} {v}");
         }
         out
     }

@@ -6,7 +6,9 @@
 # Builds the release binary, creates a fresh database, starts `uphub serve`, seeds 200 products
 # x 2 SKUs, a sales channel with listings, a warehouse with stock (through GraphQL), then runs
 #   products(first: 50) { id title skus { id code price(channel: $c) inventory { available } } }
-# with wrk at concurrency 32 for 20 s and reports requests/s, p50/p99 and SQL per request.
+# with wrk at concurrency 32 for 20 s and reports requests/s, p50/p99 and SQL per request, twice
+# in the same invocation: with the per-process catalog cache (the default) and, as the baseline,
+# with it off (UPHUB_CATALOG_CACHE_PAGES=0, a restarted server on the same data).
 #
 # Env knobs: DURATION (20), WARMUP (2), WRK_THREADS (2), WRK_CONNECTIONS (32), PRODUCTS (200),
 # BENCH_LISTEN (127.0.0.1:18081), BENCH_REDIS_URL, BENCH_AMQP_URL.
@@ -97,16 +99,28 @@ createdb -w -h 127.0.0.1 -U postgres "$DB"
 DB_CREATED=1
 "$BIN" migrate
 
-say "starting uphub serve on $UPHUB_LISTEN (log ${SERVER_LOG#"$ROOT"/})"
-RUST_LOG=warn "$BIN" serve >"$SERVER_LOG" 2>&1 </dev/null &
-SERVER_PID=$!
 show_log() { echo "----- tail ${SERVER_LOG#"$ROOT"/} -----" >&2; tail -n 40 "$SERVER_LOG" >&2 || true; }
-deadline=$((SECONDS + 60))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = "200" ]; do
-  kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve exited during startup"; }
-  [ "$SECONDS" -lt "$deadline" ] || { show_log; die "$BASE/readyz not 200 within 60s"; }
-  sleep 0.5
-done
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+# start_server <catalog cache pages>
+start_server() {
+  say "starting uphub serve on $UPHUB_LISTEN, catalog cache pages=$1 (log ${SERVER_LOG#"$ROOT"/})"
+  UPHUB_CATALOG_CACHE_PAGES="$1" RUST_LOG=warn "$BIN" serve >>"$SERVER_LOG" 2>&1 </dev/null &
+  SERVER_PID=$!
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = "200" ]; do
+    kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve exited during startup"; }
+    [ "$SECONDS" -lt "$deadline" ] || { show_log; die "$BASE/readyz not 200 within 60s"; }
+    sleep 0.5
+  done
+}
+start_server 512
 
 # Stock is seeded through inventorySet when this build has it.
 if grep -q "inventorySet" schema.graphql; then export WITH_STOCK=1; else export WITH_STOCK=0; say "no inventorySet: skipping stock"; fi
@@ -139,59 +153,76 @@ settled_commits() {
 }
 
 WRK=(wrk "-t${WRK_THREADS}" "-c${WRK_CONNECTIONS}")
-if [ "$WARMUP" != "0" ]; then
-  say "warm-up ${WARMUP}s"
-  "${WRK[@]}" "-d${WARMUP}s" -s bench/catalog/products.lua "$BASE/graphql" >/dev/null
-fi
+# measure <label>: warm-up, wrk, and the transactions it caused; writes $WORK/<label>.{wrk,c0,c1}
+measure() {
+  if [ "$WARMUP" != "0" ]; then
+    say "[$1] warm-up ${WARMUP}s"
+    "${WRK[@]}" "-d${WARMUP}s" -s bench/catalog/products.lua "$BASE/graphql" >/dev/null
+  fi
+  say "[$1] waiting for statistics to settle"
+  settled_commits >"$WORK/$1.c0"
+  [ "$HAVE_PGSS" -eq 1 ] && psql_db "SELECT pg_stat_statements_reset()" >/dev/null
+  say "[$1] wrk ${WRK[*]:1} -d${DURATION}s --latency POST $BASE/graphql (products page)"
+  "${WRK[@]}" "-d${DURATION}s" --latency -s bench/catalog/products.lua "$BASE/graphql" | tee "$WORK/$1.wrk"
+  kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve died during the benchmark"; }
+  local pgss="n/a"
+  if [ "$HAVE_PGSS" -eq 1 ]; then
+    # Statements other than transaction control and the tenant-scope setting.
+    pgss="$(psql_db "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query !~* '^\\s*(BEGIN|COMMIT|ROLLBACK|SELECT set_config)'")"
+  fi
+  echo "$pgss" >"$WORK/$1.pgss"
+  say "[$1] waiting for statistics to settle"
+  settled_commits >"$WORK/$1.c1"
+}
 
-say "waiting for statistics to settle"
-C0="$(settled_commits)"
-[ "$HAVE_PGSS" -eq 1 ] && psql_db "SELECT pg_stat_statements_reset()" >/dev/null
-say "wrk ${WRK[*]:1} -d${DURATION}s --latency POST $BASE/graphql (products page)"
-"${WRK[@]}" "-d${DURATION}s" --latency -s bench/catalog/products.lua "$BASE/graphql" | tee "$WORK/wrk.txt"
-kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve died during the benchmark"; }
-PGSS_CALLS="n/a"
-if [ "$HAVE_PGSS" -eq 1 ]; then
-  # Statements other than transaction control and the tenant-scope setting.
-  PGSS_CALLS="$(psql_db "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query !~* '^\\s*(BEGIN|COMMIT|ROLLBACK|SELECT set_config)'")"
-fi
-say "waiting for statistics to settle"
-C1="$(settled_commits)"
+measure cached
+stop_server
+start_server 0
+measure uncached
 
 GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo 'no-commit')"
 [ -n "$(git status --porcelain 2>/dev/null | head -n1)" ] && GIT_REV="${GIT_REV}+dirty"
 
 set +e
-python3 - "$WORK/wrk.txt" "$C0" "$C1" "$PGSS_CALLS" >"$WORK/summary.txt" <<'PY'
+python3 - "$WORK" >"$WORK/summary.txt" <<'PY'
 import re, sys
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
-text = open(sys.argv[1]).read()
-c0, c1, pgss = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-def num(pat):
-    m = re.search(pat, text, re.M)
-    return m and m.group(1)
-rps = float(num(r"Requests/sec:\s+([\d.]+)") or "nan")
-lat = {}
-for pct in ("50", "99"):
-    m = re.search(r"^\s+%s(?:\.000)?%%\s+([\d.]+)(us|ms|s|m)\s*$" % pct, text, re.M)
-    lat[pct] = float(m.group(1)) * UNIT_MS[m.group(2)] if m else float("nan")
-responses = int(num(r"products\.lua responses:\s+(\d+)") or 0)
-non200 = int(num(r"products\.lua non-200:\s+(\d+)") or 0)
-gqlerr = int(num(r"products\.lua graphql-errors:\s+(\d+)") or 0)
-xacts = (c1 - c0) / responses if responses else float("nan")
-stmts = "n/a" if pgss == "n/a" else "%.2f" % (int(pgss) / responses if responses else float("nan"))
+work = sys.argv[1]
+def run(label):
+    text = open("%s/%s.wrk" % (work, label)).read()
+    c0 = int(open("%s/%s.c0" % (work, label)).read())
+    c1 = int(open("%s/%s.c1" % (work, label)).read())
+    pgss = open("%s/%s.pgss" % (work, label)).read().strip()
+    def num(pat):
+        m = re.search(pat, text, re.M)
+        return m and m.group(1)
+    r = {"rps": float(num(r"Requests/sec:\s+([\d.]+)") or "nan")}
+    for pct in ("50", "99"):
+        m = re.search(r"^\s+%s(?:\.000)?%%\s+([\d.]+)(us|ms|s|m)\s*$" % pct, text, re.M)
+        r[pct] = float(m.group(1)) * UNIT_MS[m.group(2)] if m else float("nan")
+    r["responses"] = int(num(r"products\.lua responses:\s+(\d+)") or 0)
+    r["non200"] = int(num(r"products\.lua non-200:\s+(\d+)") or 0)
+    r["gqlerr"] = int(num(r"products\.lua graphql-errors:\s+(\d+)") or 0)
+    n = r["responses"]
+    r["xacts"] = (c1 - c0) / n if n else float("nan")
+    r["stmts"] = "n/a" if pgss == "n/a" else "%.2f" % (int(pgss) / n if n else float("nan"))
+    return r
+runs = {"cached": run("cached"), "uncached": run("uncached")}
 print("products(first: 50) { id title skus { id code price(channel) inventory { available } } }")
-print("%-34s %10.1f   (target >= 800; peer ~8)" % ("requests/s", rps))
-print("%-34s %10.2f ms" % ("p50", lat["50"]))
-print("%-34s %10.2f ms (target <= 50)" % ("p99", lat["99"]))
-print("%-34s %10.2f   (target <= 3; peer ~175)" % ("SQL transactions/request", xacts))
-print("%-34s %10s   (pg_stat_statements; n/a unless preloaded)" % ("SQL statements/request", stmts))
-print("%-34s %10.0fx" % ("requests/s vs peer (8/s)", rps / 8))
-print("responses=%d non-200=%d graphql-errors=%d" % (responses, non200, gqlerr))
+print("%-34s %12s %12s" % ("", "cached", "uncached"))
+print("%-34s %12.1f %12.1f   (target >= 800; peer ~8)" % ("requests/s", runs["cached"]["rps"], runs["uncached"]["rps"]))
+print("%-34s %12.2f %12.2f ms" % ("p50", runs["cached"]["50"], runs["uncached"]["50"]))
+print("%-34s %12.2f %12.2f ms (target <= 50)" % ("p99", runs["cached"]["99"], runs["uncached"]["99"]))
+print("%-34s %12.2f %12.2f   (peer ~175)" % ("SQL transactions/request", runs["cached"]["xacts"], runs["uncached"]["xacts"]))
+print("%-34s %12s %12s   (pg_stat_statements; n/a unless preloaded)" % ("SQL statements/request", runs["cached"]["stmts"], runs["uncached"]["stmts"]))
+print("%-34s %12.2fx" % ("requests/s cached / uncached", runs["cached"]["rps"] / runs["uncached"]["rps"]))
+print("%-34s %12.0fx" % ("requests/s cached vs peer (8/s)", runs["cached"]["rps"] / 8))
 bad = []
-if responses == 0: bad.append("no responses")
-if non200: bad.append("%d non-200 responses" % non200)
-if gqlerr: bad.append("%d responses with GraphQL errors" % gqlerr)
+for label, r in runs.items():
+    print("%s: responses=%d non-200=%d graphql-errors=%d" % (label, r["responses"], r["non200"], r["gqlerr"]))
+    if r["responses"] == 0: bad.append("%s: no responses" % label)
+    if r["non200"]: bad.append("%s: %d non-200 responses" % (label, r["non200"]))
+    if r["gqlerr"]: bad.append("%s: %d responses with GraphQL errors" % (label, r["gqlerr"]))
 for b in bad:
     print("WARNING: " + b + " -- these numbers do not measure successful requests")
 sys.exit(1 if bad else 0)
@@ -205,8 +236,10 @@ set -e
   echo
   cat "$WORK/summary.txt"
   echo
-  echo "===== raw wrk ====="
-  cat "$WORK/wrk.txt"
+  echo "===== raw wrk: cached ====="
+  cat "$WORK/cached.wrk"
+  echo "===== raw wrk: uncached (UPHUB_CATALOG_CACHE_PAGES=0) ====="
+  cat "$WORK/uncached.wrk"
 } >"$RESULT_FILE"
 
 echo

@@ -15,6 +15,7 @@ mod m0010_payment_close_buyer_refresh;
 mod m0011_ship_back;
 mod m0012_ingest_tuning;
 mod m0013_refund_retry;
+mod m0014_catalog_version;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_ship_back::Migration),
             Box::new(m0012_ingest_tuning::Migration),
             Box::new(m0013_refund_retry::Migration),
+            Box::new(m0014_catalog_version::Migration),
         ]
     }
 }

@@ -645,8 +645,12 @@ impl CatalogQuery {
             kind: f.kind.map(Into::into),
             tag: f.tag,
         };
-        let page = field(ctx, svc::products(core, rctx, filter, page).await)?;
         let skus = ctx.look_ahead().field("edges").field("node").field("skus");
+        let page = if skus.exists() {
+            field(ctx, svc::products_with_skus(core, rctx, filter, page).await)?
+        } else {
+            field(ctx, svc::products(core, rctx, filter, page).await)?
+        };
         let page = uphub_services::page::Page {
             items: with_skus(ctx, page.items, skus).await?,
             has_next: page.has_next,

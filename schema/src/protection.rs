@@ -1,9 +1,10 @@
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextValidation,
 };
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{Response, ServerError, ServerResult, ValidationResult, Value, Variables};
 use uphub_domain::error::ErrorCode;
 use uphub_resolvers::Caller;
@@ -34,6 +35,8 @@ struct State {
     /// Only `__schema`/`__type`/`__typename` at the top: tooling introspection, exempt from the
     /// depth and cost limits (and disabled altogether in production).
     introspection_only: bool,
+    /// Every operation is a query (and not only introspection): may be memoized.
+    query_only: bool,
     stage_code: Option<ErrorCode>,
     cost: Option<(u64, u64)>,
 }
@@ -102,34 +105,9 @@ impl Extension for ProtectionExt {
         };
         let request_id = ctx
             .data_opt::<Caller>()
-            .map(|c| c.request_id.clone())
+            .map(|c| c.request_id.as_str())
             .unwrap_or_default();
-        for err in &mut resp.errors {
-            let has_code = err
-                .extensions
-                .as_ref()
-                .is_some_and(|e| e.get("code").is_some());
-            if has_code {
-                continue;
-            }
-            let code = stage.unwrap_or_else(|| classify_execution_error(&err.message));
-            let ext = err.extensions.get_or_insert_with(Default::default);
-            ext.set("code", code.as_str());
-            if code == ErrorCode::Internal {
-                tracing::error!(request_id, message = %err.message, "uncoded execution error");
-                err.message = "internal error".into();
-                ext.set("requestId", request_id.as_str());
-            }
-        }
-        if let Some((cost, remaining)) = cost {
-            let mut map = async_graphql::indexmap::IndexMap::new();
-            map.insert(async_graphql::Name::new("requested"), Value::from(cost));
-            map.insert(
-                async_graphql::Name::new("remaining"),
-                Value::from(remaining),
-            );
-            resp.extensions.insert("cost".into(), Value::Object(map));
-        }
+        finish(&mut resp, stage, request_id, cost);
         resp
     }
 
@@ -165,8 +143,13 @@ impl Extension for ProtectionExt {
                     _ => false,
                 })
         });
+        let queries = doc
+            .operations
+            .iter()
+            .all(|(_, op)| op.node.ty == OperationType::Query);
         if let Ok(mut s) = self.state.lock() {
             s.introspection_only = introspection_only;
+            s.query_only = queries && !introspection_only;
         }
         let max = self.core.cfg.limits.max_aliases;
         let aliases = count_aliases(&doc);
@@ -220,27 +203,145 @@ impl Extension for ProtectionExt {
         let cost = result.complexity.max(1) as u64;
         match ratelimit::charge(&self.core, rctx, ip, cost).await {
             Ok(charge) => {
-                if let Ok(mut s) = self.state.lock() {
-                    s.cost = Some((charge.cost, charge.remaining));
+                let query_only = match self.state.lock() {
+                    Ok(mut s) => {
+                        s.cost = Some((charge.cost, charge.remaining));
+                        s.query_only
+                    }
+                    Err(_) => false,
+                };
+                if query_only && let Some(ticket) = ctx.data_opt::<MemoTicket>() {
+                    ticket.record(cost);
                 }
                 Ok(result)
             }
             Err(e) => {
-                let code = e.code();
-                self.set_stage(code);
-                let mut err = coded(e.to_string(), code);
-                if let ServiceError::RateLimited { retry_after_ms } = e
-                    && let Some(ext) = err.extensions.as_mut()
-                {
-                    ext.set("retryAfterMs", retry_after_ms);
-                }
-                if let ServiceError::Internal(inner) = &e {
-                    tracing::error!(error = %format!("{inner:#}"), "rate limiter unavailable");
-                    err.message = "internal error".into();
-                }
-                Err(vec![err])
+                self.set_stage(e.code());
+                Err(vec![charge_error(e)])
             }
         }
+    }
+}
+
+/// The coded error for a refused or failed cost charge.
+pub(crate) fn charge_error(e: ServiceError) -> ServerError {
+    let mut err = coded(e.to_string(), e.code());
+    if let ServiceError::RateLimited { retry_after_ms } = e
+        && let Some(ext) = err.extensions.as_mut()
+    {
+        ext.set("retryAfterMs", retry_after_ms);
+    }
+    if let ServiceError::Internal(inner) = &e {
+        tracing::error!(error = %format!("{inner:#}"), "rate limiter unavailable");
+        err.message = "internal error".into();
+    }
+    err
+}
+
+/// Gives every error of `resp` a code (from the failed stage, or classified), hides INTERNAL
+/// details behind the request id, and reports the charged cost in `extensions.cost`.
+pub(crate) fn finish(
+    resp: &mut Response,
+    stage: Option<ErrorCode>,
+    request_id: &str,
+    cost: Option<(u64, u64)>,
+) {
+    for err in &mut resp.errors {
+        let has_code = err
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        let code = stage.unwrap_or_else(|| classify_execution_error(&err.message));
+        let ext = err.extensions.get_or_insert_with(Default::default);
+        ext.set("code", code.as_str());
+        if code == ErrorCode::Internal {
+            tracing::error!(request_id, message = %err.message, "uncoded execution error");
+            err.message = "internal error".into();
+            ext.set("requestId", request_id);
+        }
+    }
+    if let Some((cost, remaining)) = cost {
+        let mut map = async_graphql::indexmap::IndexMap::new();
+        map.insert(async_graphql::Name::new("requested"), Value::from(cost));
+        map.insert(
+            async_graphql::Name::new("remaining"),
+            Value::from(remaining),
+        );
+        resp.extensions.insert("cost".into(), Value::Object(map));
+    }
+}
+
+/// Queries (with their variables) that passed parsing, the alias, depth and complexity limits
+/// and validation once, with their cost. Such a query is deterministic in all of that, so a
+/// repeat skips the Protection extension: it is charged by `crate::Schemas::execute` and run
+/// on the schema without extensions, where async-graphql does not route every field through
+/// the extension chain. Mutations and subscriptions always take the full path.
+#[derive(Default)]
+pub struct Memo {
+    costs: Mutex<HashMap<MemoKey, u64>>,
+}
+
+/// Memo entries kept; a full memo is cleared (bounded and simple; an entry costs one full run).
+const MEMO_CAPACITY: usize = 2048;
+/// Requests with longer variables are not memoized (they are rarely repeated).
+const MEMO_MAX_VARIABLES: usize = 2048;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct MemoKey {
+    query: String,
+    operation: Option<String>,
+    variables: String,
+}
+
+impl MemoKey {
+    /// The key of a request that may be memoized: a parsed document whose operations are all
+    /// queries, and short variables.
+    pub(crate) fn of(req: &mut async_graphql::Request) -> Option<MemoKey> {
+        let variables = serde_json::to_string(&req.variables).ok()?;
+        if variables.len() > MEMO_MAX_VARIABLES {
+            return None;
+        }
+        let doc = req.parsed_query().ok()?;
+        let queries_only = doc
+            .operations
+            .iter()
+            .all(|(_, op)| op.node.ty == OperationType::Query);
+        queries_only.then(|| MemoKey {
+            query: req.query.clone(),
+            operation: req.operation_name.clone(),
+            variables,
+        })
+    }
+}
+
+impl Memo {
+    pub(crate) fn cost(&self, key: &MemoKey) -> Option<u64> {
+        self.costs.lock().ok()?.get(key).copied()
+    }
+
+    fn record(&self, key: MemoKey, cost: u64) {
+        if let Ok(mut m) = self.costs.lock() {
+            if m.len() >= MEMO_CAPACITY {
+                m.clear();
+            }
+            m.insert(key, cost);
+        }
+    }
+}
+
+/// Put into a request's data on the full path: the extension records the request's cost here
+/// once it has passed every check.
+pub(crate) struct MemoTicket {
+    pub(crate) memo: Arc<Memo>,
+    pub(crate) key: MemoKey,
+}
+
+impl MemoTicket {
+    fn record(&self, cost: u64) {
+        self.memo.record(self.key.clone(), cost);
     }
 }
 

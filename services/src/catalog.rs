@@ -843,6 +843,52 @@ pub async fn products(
     page: PageArgs,
 ) -> ServiceResult<Page<Product>> {
     require(ctx, Permission::CatalogRead)?;
+    let sql = products_sql(ctx, filter, &page)?;
+    let rows: Vec<ProductRow> = read(core, ctx, "product", &sql).await?;
+    Ok(Page::from_overfetch(convert(rows)?, page.first))
+}
+
+/// The same page with every product's SKUs (and their listings) filled in: what a products
+/// list with `skus` needs. Served from the process's catalog cache while the tenant's catalog
+/// version is the one the page was read at (see `catalog_cache`); stock is not part of it.
+pub async fn products_with_skus(
+    core: &Core,
+    ctx: &RequestCtx,
+    filter: ProductFilter,
+    page: PageArgs,
+) -> ServiceResult<Page<Product>> {
+    require(ctx, Permission::CatalogRead)?;
+    // The statement text is the cache key: it is built from the tenant and the normalized
+    // filter and page arguments alone.
+    let sql = products_sql(ctx, filter, &page)?;
+    let cache = &core.catalog_cache;
+    // The version is read before the data, never after (see `catalog_cache`).
+    let version = match cache.enabled() {
+        true => Some(crate::catalog_cache::version(core, ctx).await?),
+        false => None,
+    };
+    if let Some(hit) = version.and_then(|v| cache.get(ctx.tenant, &sql, v)) {
+        return Ok(hit);
+    }
+    let rows: Vec<ProductRow> = read(core, ctx, "product", &sql).await?;
+    let mut out: Page<Product> = Page::from_overfetch(convert(rows)?, page.first);
+    let ids: Vec<Uuid> = out.items.iter().map(|p| p.id).collect();
+    let mut skus = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        skus_for_products(core, ctx, &ids).await?
+    };
+    for p in &mut out.items {
+        p.skus = Some(skus.remove(&p.id).unwrap_or_default());
+    }
+    if let Some(v) = version {
+        cache.put(ctx.tenant, sql, v, &out);
+    }
+    Ok(out)
+}
+
+/// The products page statement for the caller's tenant, filter and page.
+fn products_sql(ctx: &RequestCtx, filter: ProductFilter, page: &PageArgs) -> ServiceResult<String> {
     let mut w = vec![format!("tenant_id = {}", lit_uuid(ctx.tenant.0))];
     match filter.status {
         Some(s) => w.push(format!("status = '{}'", s.as_str())),
@@ -871,12 +917,10 @@ pub async fn products(
     if let Some(after) = page.after {
         w.push(format!("id < {}", lit_uuid(after)));
     }
-    let sql = product_sql(
+    Ok(product_sql(
         &w.join(" AND "),
         &format!("ORDER BY id DESC LIMIT {}", page.first + 1),
-    );
-    let rows: Vec<ProductRow> = read(core, ctx, "product", &sql).await?;
-    Ok(Page::from_overfetch(convert(rows)?, page.first))
+    ))
 }
 
 pub async fn product(core: &Core, ctx: &RequestCtx, id: Uuid) -> ServiceResult<Product> {

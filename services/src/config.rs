@@ -48,6 +48,9 @@ pub struct Config {
     pub listen: String,
     /// Postgres connections per process.
     pub db_pool: u32,
+    /// Products pages kept by the per-process catalog cache; 0 turns it off
+    /// (`UPHUB_CATALOG_CACHE_PAGES`, default 512).
+    pub catalog_cache_pages: usize,
     /// Prefix of every Redis key, exchange and queue of this instance.
     pub namespace: String,
     pub jwt_secret: Secret,
@@ -312,6 +315,7 @@ impl Config {
             public_url: var("UPHUB_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}")),
             listen,
             db_pool: parsed(var, "UPHUB_DB_POOL", 32u32)?,
+            catalog_cache_pages: parsed(var, "UPHUB_CATALOG_CACHE_PAGES", 512usize)?,
             jwt_secret,
             pii_master_key_hex,
             smtp_url: var("UPHUB_SMTP_URL"),

@@ -42,6 +42,8 @@ pub struct Core {
     /// Group commit of concurrent reservations (one transaction for many).
     pub(crate) reserve_batcher: Arc<crate::reservation::Batcher>,
     pub(crate) deks: Arc<Mutex<HashMap<TenantId, DataKey>>>,
+    /// Products pages with SKUs and listings, by catalog version (see `catalog_cache`).
+    pub catalog_cache: Arc<crate::catalog_cache::CatalogCache>,
     /// Per marketplace connection: the order versions this process handed to the bus lately
     /// (an optimization only: a pull skips them; the upsert would find them stale anyway).
     pub(crate) sent_versions: Arc<Mutex<HashMap<uuid::Uuid, crate::channel_sync::SentVersions>>>,
@@ -59,6 +61,11 @@ impl Core {
         opts.max_connections(cfg.db_pool.max(2))
             .min_connections(2)
             .sqlx_logging(false)
+            // sqlx pings a connection on every checkout by default: one more round trip in
+            // front of every statement. Only a connection idle long enough to have been cut
+            // (by the server, a proxy or a firewall) is tested; a broken hot one fails its
+            // statement, which callers already handle as a database error.
+            .test_before_acquire_if_idle_for(std::time::Duration::from_secs(30))
             .connect_timeout(std::time::Duration::from_secs(10));
         let db = sea_orm::Database::connect(opts)
             .await
@@ -86,6 +93,9 @@ impl Core {
             format!("uphub:{}:live:*", cfg.namespace),
         );
         let media_store = crate::media::store(&cfg.media)?;
+        let catalog_cache = Arc::new(crate::catalog_cache::CatalogCache::new(
+            cfg.catalog_cache_pages,
+        ));
         Ok(Core {
             media_store,
             cfg: Arc::new(cfg),
@@ -99,6 +109,7 @@ impl Core {
             stock_breaker: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             reserve_batcher: Arc::default(),
             deks: Arc::new(Mutex::new(HashMap::new())),
+            catalog_cache,
             sent_versions: Arc::new(Mutex::new(HashMap::new())),
             ticket_channel: Arc::new(tokio::sync::Mutex::new(None)),
         })

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod buyers;
 pub mod catalog;
+pub mod catalog_cache;
 pub mod channel_push;
 pub mod channel_sync;
 pub mod checkout;

@@ -888,3 +888,147 @@ async fn sku_inventory_sums_levels_over_warehouses() {
         json!([])
     );
 }
+
+const PAGE: &str = "query($c: ID) { products(first: 10) { edges { node { title
+    skus { code price(channel: $c) { amount } } } } } }";
+
+/// (title, [(code, price on the channel)]) of each product on the page, newest first.
+async fn page_at(
+    app: &TestApp,
+    addr: &str,
+    token: &str,
+    channel: &Value,
+) -> Vec<(String, Vec<(String, String)>)> {
+    let r = app.gql_at(addr, token, PAGE, json!({"c": channel})).await;
+    let edges = r["data"]["products"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("{r}"));
+    edges
+        .iter()
+        .map(|e| {
+            let n = &e["node"];
+            let skus = n["skus"].as_array().unwrap().iter().map(|s| {
+                (
+                    s["code"].as_str().unwrap().to_string(),
+                    s["price"]["amount"].as_str().unwrap().to_string(),
+                )
+            });
+            (n["title"].as_str().unwrap().to_string(), skus.collect())
+        })
+        .collect()
+}
+
+fn row(title: &str, skus: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+    (
+        title.into(),
+        skus.iter()
+            .map(|(c, p)| (c.to_string(), p.to_string()))
+            .collect(),
+    )
+}
+
+/// Products pages with SKUs are cached per gateway process by catalog version. A second
+/// gateway caches a page; every kind of catalog write made through the first gateway shows on
+/// the second's next read, another store's writes leave this store's cached page in use, and
+/// another store never gets this store's page.
+#[tokio::test]
+async fn a_cached_products_page_follows_every_catalog_write_made_through_any_gateway() {
+    let app = spawn_app().await;
+    let t = &app.a.token;
+    let g2 = app.second_gateway().await;
+    let (hits, misses) = (
+        "uphub_catalog_cache_hits_total",
+        "uphub_catalog_cache_misses_total",
+    );
+    let wx = channel(&app, t, "WECHAT_MINI", "wx-cache").await["salesChannel"]["id"].clone();
+    let tee = create_ok(&app, t, tshirt("Tee", &["C-1", "C-2"])).await;
+    let c1 = tee["skus"][0]["id"].clone();
+
+    let expected = vec![row("Tee", &[("C-1", "99.90"), ("C-2", "99.90")])];
+    assert_eq!(page_at(&app, &g2, t, &wx).await, expected);
+    let (h0, m0) = (
+        app.metric_at(&g2, hits).await,
+        app.metric_at(&g2, misses).await,
+    );
+    assert_eq!(page_at(&app, &g2, t, &wx).await, expected);
+    assert_eq!(
+        app.metric_at(&g2, hits).await,
+        h0 + 1.0,
+        "the repeat read is served from the cache"
+    );
+    assert_eq!(app.metric_at(&g2, misses).await, m0);
+
+    // A listing, a SKU, a product: each write is on the other gateway's next page.
+    let r = app
+        .gql(
+            Some(t),
+            LISTING,
+            json!({"i": {"skuId": c1, "channelId": wx, "price": yuan("79.90")}}),
+        )
+        .await;
+    assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
+    assert_eq!(
+        page_at(&app, &g2, t, &wx).await,
+        vec![row("Tee", &[("C-1", "79.90"), ("C-2", "99.90")])]
+    );
+    assert_eq!(app.metric_at(&g2, misses).await, m0 + 1.0);
+    let r = app
+        .gql(
+            Some(t),
+            SKU_UPDATE,
+            json!({"i": {"id": tee["skus"][1]["id"], "code": "C-2b", "price": yuan("90")}}),
+        )
+        .await;
+    assert_eq!(r["data"]["skuUpdate"]["userErrors"], json!([]), "{r}");
+    let r = app
+        .gql(
+            Some(t),
+            UPDATE,
+            json!({"i": {"id": tee["id"], "title": "Tee v2"}}),
+        )
+        .await;
+    assert_eq!(r["data"]["productUpdate"]["userErrors"], json!([]), "{r}");
+    assert_eq!(
+        page_at(&app, &g2, t, &wx).await,
+        vec![row("Tee v2", &[("C-1", "79.90"), ("C-2b", "90.00")])]
+    );
+    let r = app
+        .gql(
+            Some(t),
+            LISTING,
+            json!({"i": {"skuId": c1, "channelId": wx, "price": yuan("79.90"), "listed": false}}),
+        )
+        .await;
+    assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
+    create_ok(&app, t, tshirt("Hat", &["H-1"])).await;
+    assert_eq!(
+        page_at(&app, &g2, t, &wx).await,
+        vec![
+            row("Hat", &[("H-1", "99.90")]),
+            row("Tee v2", &[("C-1", "99.90"), ("C-2b", "90.00")])
+        ]
+    );
+    let r = app
+        .gql(Some(t), ARCHIVE, json!({"i": {"id": tee["id"]}}))
+        .await;
+    assert_eq!(r["data"]["productArchive"]["userErrors"], json!([]), "{r}");
+    let current = vec![row("Hat", &[("H-1", "99.90")])];
+    assert_eq!(page_at(&app, &g2, t, &wx).await, current);
+
+    // The other store: its writes do not move this store's version; it never gets this page.
+    let b = &app.b.token;
+    assert_eq!(page_at(&app, &g2, b, &wx).await, vec![]);
+    create_ok(&app, b, tshirt("B only", &["B-1"])).await;
+    let h1 = app.metric_at(&g2, hits).await;
+    assert_eq!(page_at(&app, &g2, t, &wx).await, current);
+    assert_eq!(
+        app.metric_at(&g2, hits).await,
+        h1 + 1.0,
+        "another store's write keeps this page cached"
+    );
+    assert_eq!(
+        page_at(&app, &g2, b, &wx).await,
+        vec![row("B only", &[("B-1", "99.90")])]
+    );
+}

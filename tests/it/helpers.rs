@@ -267,6 +267,50 @@ impl TestApp {
     }
 
     /// POST /graphql; returns the JSON body whatever the status.
+    /// Another gateway process on the same database, Redis and RabbitMQ namespace (its own
+    /// `Core`, so its own per-process caches); returns its base address.
+    pub async fn second_gateway(&self) -> String {
+        let core = Core::connect((*self.core.cfg).clone()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(uphub_api::serve(
+            App::new(core),
+            listener,
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    /// A GraphQL call to the gateway at `addr` (see `second_gateway`).
+    pub async fn gql_at(&self, addr: &str, token: &str, query: &str, variables: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{addr}/graphql"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(json!({"query": query, "variables": variables}).to_string())
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    }
+
+    /// The value of an unlabelled metric on the gateway at `addr`.
+    pub async fn metric_at(&self, addr: &str, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
+
     pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         self.post_json(token, &json!({"query": query, "variables": variables}))
             .await

@@ -195,6 +195,12 @@ async fn the_cost_budget_is_per_tenant_and_reports_retry_after() {
         assert!(v["extensions"]["cost"]["remaining"].is_number(), "{v}");
     }
     let (status, v) = limited.expect("the budget must run out");
+    // After its first run the same query is a memoized repeat (charged by the gateway, run
+    // without the extension): the budget, the codes and the 429 are the same.
+    let memoized = app
+        .metric_at(&app.addr, "uphub_graphql_memoized_requests_total")
+        .await;
+    assert!(memoized >= 1.0, "{memoized}");
     assert_eq!(status, 429);
     assert!(
         v["errors"][0]["extensions"]["retryAfterMs"]
