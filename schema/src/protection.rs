@@ -87,6 +87,67 @@ fn count_aliases(doc: &ExecutableDocument) -> usize {
         .sum()
 }
 
+/// Whether any string in the document's arguments, variable defaults or the variables holds
+/// U+0000. Postgres text cannot store it, so such input is refused up front as VALIDATION
+/// rather than failing deep inside a write as INTERNAL.
+fn has_nul(doc: &ExecutableDocument, variables: &Variables) -> bool {
+    use async_graphql::Positioned;
+    use async_graphql::Value as Const;
+    use async_graphql::parser::types::Directive;
+    type Arguments = [(
+        Positioned<async_graphql::Name>,
+        Positioned<async_graphql_value::Value>,
+    )];
+    // Argument values with variables: variables are checked on their own, so they count as null.
+    fn args(a: &Arguments) -> bool {
+        a.iter().any(|(_, v)| {
+            v.node
+                .clone()
+                .into_const_with(|_| Ok::<_, ()>(Const::Null))
+                .is_ok_and(|c| konst(&c))
+        })
+    }
+    fn konst(v: &Const) -> bool {
+        match v {
+            Const::String(s) => s.contains('\0'),
+            Const::List(l) => l.iter().any(konst),
+            Const::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || konst(v)),
+            _ => false,
+        }
+    }
+    fn directives(ds: &[Positioned<Directive>]) -> bool {
+        ds.iter().any(|d| args(&d.node.arguments))
+    }
+    fn set(s: &SelectionSet) -> bool {
+        s.items.iter().any(|sel| match &sel.node {
+            Selection::Field(f) => {
+                args(&f.node.arguments)
+                    || directives(&f.node.directives)
+                    || set(&f.node.selection_set.node)
+            }
+            Selection::InlineFragment(fr) => {
+                directives(&fr.node.directives) || set(&fr.node.selection_set.node)
+            }
+            Selection::FragmentSpread(sp) => directives(&sp.node.directives),
+        })
+    }
+    variables.iter().any(|(_, v)| konst(v))
+        || doc
+            .fragments
+            .iter()
+            .any(|(_, f)| directives(&f.node.directives) || set(&f.node.selection_set.node))
+        || doc.operations.iter().any(|(_, op)| {
+            directives(&op.node.directives)
+                || set(&op.node.selection_set.node)
+                || op.node.variable_definitions.iter().any(|d| {
+                    d.node
+                        .default_value
+                        .as_ref()
+                        .is_some_and(|v| konst(&v.node))
+                })
+        })
+}
+
 impl ProtectionExt {
     fn set_stage(&self, code: ErrorCode) {
         if let Ok(mut s) = self.state.lock() {
@@ -150,6 +211,13 @@ impl Extension for ProtectionExt {
         if let Ok(mut s) = self.state.lock() {
             s.introspection_only = introspection_only;
             s.query_only = queries && !introspection_only;
+        }
+        if has_nul(&doc, variables) {
+            self.set_stage(ErrorCode::Validation);
+            return Err(coded(
+                "strings must not contain the NUL character (U+0000)",
+                ErrorCode::Validation,
+            ));
         }
         let max = self.core.cfg.limits.max_aliases;
         let aliases = count_aliases(&doc);
