@@ -506,12 +506,16 @@ impl Sku {
             return Ok(self.0.price.into());
         };
         let channel = uuid_or_nil("SalesChannel", &channel);
-        let listing = self
-            .listings_of(ctx)
-            .await?
-            .into_iter()
-            .find(|l| l.channel.id == channel)
-            .map(|l| (l.price, l.listed));
+        let on = |ls: &[svc::Listing]| {
+            ls.iter()
+                .find(|l| l.channel.id == channel)
+                .map(|l| (l.price, l.listed))
+        };
+        // Listings loaded with the SKU are read in place (a page asks this of every SKU).
+        let listing = match &self.0.listings {
+            Some(ls) => on(ls),
+            None => on(&self.listings_of(ctx).await?),
+        };
         Ok(rules::channel_price(self.0.price, listing).into())
     }
     /// One per channel the SKU has a listing on.
