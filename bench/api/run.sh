@@ -122,19 +122,29 @@ DB_CREATED=1
 say "migrating"
 "$BIN" migrate
 
-say "starting uphub serve on $UPHUB_LISTEN (log ${SERVER_LOG#"$ROOT"/})"
-RUST_LOG=warn "$BIN" serve >"$SERVER_LOG" 2>&1 </dev/null &
-SERVER_PID=$!
-
 show_log() { echo "----- tail ${SERVER_LOG#"$ROOT"/} -----" >&2; tail -n 40 "$SERVER_LOG" >&2 || true; }
 
-deadline=$((SECONDS + 60))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = "200" ]; do
-  if ! kill -0 "$SERVER_PID" 2>/dev/null; then show_log; die "uphub serve exited during startup"; fi
-  if [ "$SECONDS" -ge "$deadline" ]; then show_log; die "$BASE/readyz not 200 within 60s"; fi
-  sleep 0.5
-done
-say "server ready"
+# start_server <UPHUB_ME_CACHE: true|false>
+start_server() {
+  say "starting uphub serve on $UPHUB_LISTEN, me cache $1 (log ${SERVER_LOG#"$ROOT"/})"
+  UPHUB_ME_CACHE="$1" RUST_LOG=warn "$BIN" serve >>"$SERVER_LOG" 2>&1 </dev/null &
+  SERVER_PID=$!
+  local deadline=$((SECONDS + 60))
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/readyz" || true)" = "200" ]; do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then show_log; die "uphub serve exited during startup"; fi
+    if [ "$SECONDS" -ge "$deadline" ]; then show_log; die "$BASE/readyz not 200 within 60s"; fi
+    sleep 0.5
+  done
+  say "server ready"
+}
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=""
+}
+start_server true
 
 # ----------------------------------------------------------------- tenant ---
 
@@ -199,13 +209,23 @@ say "wrk ${WRK[*]:1} -d${DURATION}s --latency POST $BASE/graphql (me)"
 
 kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve died during the benchmark"; }
 
+# The baseline of the same invocation: every `me` pays its tenant transaction (no me cache).
+stop_server
+start_server false
+if [ "$WARMUP" != "0" ]; then
+  "${WRK[@]}" "-d${WARMUP}s" -s bench/api/me.lua "$BASE/graphql" >/dev/null
+fi
+say "wrk ${WRK[*]:1} -d${DURATION}s --latency POST $BASE/graphql (me, UPHUB_ME_CACHE=false)"
+"${WRK[@]}" "-d${DURATION}s" --latency -s bench/api/me.lua "$BASE/graphql" | tee "$WORK/me-uncached.txt"
+kill -0 "$SERVER_PID" 2>/dev/null || { show_log; die "uphub serve died during the benchmark"; }
+
 # ---------------------------------------------------------------- summary ---
 
 GIT_REV="$(git rev-parse --short HEAD 2>/dev/null || echo 'no-commit')"
 if [ -n "$(git status --porcelain 2>/dev/null | head -n1)" ]; then GIT_REV="${GIT_REV}+dirty"; fi
 
 set +e
-python3 - "$WORK/healthz.txt" "$WORK/me.txt" >"$WORK/summary.txt" <<'PY'
+python3 - "$WORK/healthz.txt" "$WORK/me.txt" "$WORK/me-uncached.txt" >"$WORK/summary.txt" <<'PY'
 import re, sys
 
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -228,7 +248,7 @@ def parse(path):
         if m: r[key] = int(m.group(1))
     return r
 
-h, me = parse(sys.argv[1]), parse(sys.argv[2])
+h, me, mu = parse(sys.argv[1]), parse(sys.argv[2]), parse(sys.argv[3])
 
 def f(v, fmt):
     return "n/a" if v is None else format(v, fmt)
@@ -242,8 +262,12 @@ print("%-22s %12s %10s %10s" % ("POST /graphql me", f(me["rps"], ".1f"), f(me["p
 print("%-22s %12s %10s %10s" % ("ratio me/healthz", f(ratio(me["rps"], h["rps"]), ".3f"),
                                  f(ratio(me["p50"], h["p50"]), ".2f") + "x" if ratio(me["p50"], h["p50"]) else "n/a",
                                  f(ratio(me["p99"], h["p99"]), ".2f") + "x" if ratio(me["p99"], h["p99"]) else "n/a"))
+print("%-22s %12s %10s %10s" % ("me, no me cache", f(mu["rps"], ".1f"), f(mu["p50"], ".3f"), f(mu["p99"], ".3f")))
+print("%-22s %12s" % ("ratio (no cache)/healthz", f(ratio(mu["rps"], h["rps"]), ".3f")))
 print()
 print("healthz: non-2xx=%d  socket errors: %s" % (h["non2xx"], h["sock"]))
+print("me, no cache: non-200=%s  graphql-errors=%s  responses=%s"
+      % (f(mu["non200"], "d"), f(mu["gqlerr"], "d"), f(mu["responses"], "d")))
 print("me:      non-200=%s  graphql-errors=%s  responses=%s  socket errors: %s"
       % (f(me["non200"], "d"), f(me["gqlerr"], "d"), f(me["responses"], "d"), me["sock"]))
 
@@ -254,6 +278,8 @@ if me["non200"] is None: bad.append("me.lua did not report its counters")
 elif me["non200"]: bad.append("me returned %d non-200 responses" % me["non200"])
 if me["gqlerr"]: bad.append("me returned %d responses with GraphQL errors" % me["gqlerr"])
 if me["responses"] == 0: bad.append("me got no responses")
+if mu["rps"] is None or mu["non200"] is None: bad.append("the uncached me run did not report")
+elif mu["non200"] or mu["gqlerr"]: bad.append("the uncached me run had errors")
 for b in bad:
     print("WARNING: " + b + " -- these numbers do not measure successful requests")
 sys.exit(1 if bad else 0)
@@ -272,6 +298,9 @@ set -e
   echo
   echo "===== raw: POST /graphql me ====="
   cat "$WORK/me.txt"
+  echo
+  echo "===== raw: POST /graphql me, UPHUB_ME_CACHE=false ====="
+  cat "$WORK/me-uncached.txt"
 } >"$RESULT_FILE"
 
 echo

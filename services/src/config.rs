@@ -51,6 +51,9 @@ pub struct Config {
     /// Products pages kept by the per-process catalog cache; 0 turns it off
     /// (`UPHUB_CATALOG_CACHE_PAGES`, default 512).
     pub catalog_cache_pages: usize,
+    /// The per-process `me` cache (`UPHUB_ME_CACHE`, default true; bench/api turns it off for
+    /// its baseline run).
+    pub me_cache: bool,
     /// Prefix of every Redis key, exchange and queue of this instance.
     pub namespace: String,
     pub jwt_secret: Secret,
@@ -316,6 +319,7 @@ impl Config {
             listen,
             db_pool: parsed(var, "UPHUB_DB_POOL", 32u32)?,
             catalog_cache_pages: parsed(var, "UPHUB_CATALOG_CACHE_PAGES", 512usize)?,
+            me_cache: parsed(var, "UPHUB_ME_CACHE", true)?,
             jwt_secret,
             pii_master_key_hex,
             smtp_url: var("UPHUB_SMTP_URL"),

@@ -476,11 +476,14 @@ pub async fn me(core: &Core, ctx: &RequestCtx) -> ServiceResult<Me> {
         ));
     };
     let read_at_ms = core.now().timestamp_millis();
-    if let Some(me) = me_cached(ctx.tenant, user_id, issued_at_ms, read_at_ms) {
+    let cache = core.cfg.me_cache;
+    if cache && let Some(me) = me_cached(ctx.tenant, user_id, issued_at_ms, read_at_ms) {
         return Ok(me);
     }
     let me = me_read(core, ctx, user_id).await?;
-    me_store(ctx.tenant, user_id, read_at_ms, &me);
+    if cache {
+        me_store(ctx.tenant, user_id, read_at_ms, &me);
+    }
     Ok(me)
 }
 
