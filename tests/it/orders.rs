@@ -663,7 +663,9 @@ async fn no_order_is_lost_under_platform_faults_and_two_worker_kills() {
         "{stats:?}"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(360);
+    // Convergence, not speed, is the property: under the whole suite in parallel on 2 cores the
+    // stock settle of 5,000 orders once took longer than 360 s (CI of stop 12; 159 s alone).
+    let deadline = Instant::now() + Duration::from_secs(600);
     let mut last_mismatch = String::new();
     loop {
         let rows = sql_rows(
