@@ -35,8 +35,6 @@ struct State {
     /// Only `__schema`/`__type`/`__typename` at the top: tooling introspection, exempt from the
     /// depth and cost limits (and disabled altogether in production).
     introspection_only: bool,
-    /// Every operation is a query (and not only introspection): may be memoized.
-    query_only: bool,
     stage_code: Option<ErrorCode>,
     cost: Option<(u64, u64)>,
 }
@@ -204,13 +202,8 @@ impl Extension for ProtectionExt {
                     _ => false,
                 })
         });
-        let queries = doc
-            .operations
-            .iter()
-            .all(|(_, op)| op.node.ty == OperationType::Query);
         if let Ok(mut s) = self.state.lock() {
             s.introspection_only = introspection_only;
-            s.query_only = queries && !introspection_only;
         }
         if has_nul(&doc, variables) {
             self.set_stage(ErrorCode::Validation);
@@ -271,14 +264,12 @@ impl Extension for ProtectionExt {
         let cost = result.complexity.max(1) as u64;
         match ratelimit::charge(&self.core, rctx, ip, cost).await {
             Ok(charge) => {
-                let query_only = match self.state.lock() {
-                    Ok(mut s) => {
-                        s.cost = Some((charge.cost, charge.remaining));
-                        s.query_only
-                    }
-                    Err(_) => false,
-                };
-                if query_only && let Some(ticket) = ctx.data_opt::<MemoTicket>() {
+                if let Ok(mut s) = self.state.lock() {
+                    s.cost = Some((charge.cost, charge.remaining));
+                }
+                // A ticket is only handed to queries (`MemoKey::of`); introspection returned
+                // above, uncharged, so it is never memoized.
+                if let Some(ticket) = ctx.data_opt::<MemoTicket>() {
                     ticket.record(cost);
                 }
                 Ok(result)
