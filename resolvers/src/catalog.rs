@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use async_graphql::connection::Connection;
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::resolver_utils::enum_value;
+use async_graphql::{Context, Enum, ID, InputObject, Object, ScalarType, SimpleObject, Value};
 use uphub_domain::catalog as rules;
 use uphub_domain::identity::Permission;
 use uphub_domain::money;
@@ -20,6 +21,7 @@ use uuid::Uuid;
 use crate::caller::{
     UserError, authed, decode_id, encode_id, field, gql_error, page_args, request_id, user_errors,
 };
+use crate::inline::{Errors, FieldsNow, Inlined, Now, Pending, list_now, object_now, reported};
 use crate::inventory::InventoryLevel;
 use crate::staff::connection;
 
@@ -298,7 +300,13 @@ impl MembershipPlan {
 }
 
 /// A product, with the stock of its SKUs when that was fetched for a whole page at once.
-pub struct Product(pub svc::Product, pub Option<Levels>);
+pub struct Product(pub Arc<svc::Product>, pub Option<Levels>);
+
+impl Product {
+    fn new(p: svc::Product) -> Self {
+        Product(Arc::new(p), None)
+    }
+}
 
 /// Inventory levels by SKU, fetched in one batch for every SKU on a page.
 pub type Levels = Arc<HashMap<Uuid, Vec<LevelView>>>;
@@ -309,7 +317,7 @@ pub type Levels = Arc<HashMap<Uuid, Vec<LevelView>>>;
 /// not depend on how the executor happens to interleave the fields of a page.
 async fn with_skus(
     ctx: &Context<'_>,
-    mut products: Vec<svc::Product>,
+    mut products: Vec<Arc<svc::Product>>,
     skus: async_graphql::Lookahead<'_>,
 ) -> async_graphql::Result<Vec<Product>> {
     if !skus.exists() || products.is_empty() {
@@ -327,7 +335,8 @@ async fn with_skus(
             .await
             .map_err(|e| load_error(ctx, e))?;
         for p in products.iter_mut().filter(|p| p.skus.is_none()) {
-            p.skus = Some(loaded.remove(&p.id).unwrap_or_default());
+            let skus = loaded.remove(&p.id).unwrap_or_default();
+            Arc::make_mut(p).skus = Some(skus);
         }
     }
     let ids: Vec<Uuid> = products
@@ -402,7 +411,7 @@ impl Product {
         self.0.updated_at
     }
     /// At most 100, oldest first.
-    async fn skus(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Sku>> {
+    async fn skus(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Inlined<Sku>>> {
         let skus = match &self.0.skus {
             Some(skus) => skus.clone(),
             None => loaders(ctx)?
@@ -425,7 +434,7 @@ impl Product {
                 let l = levels
                     .as_ref()
                     .map(|m| m.get(&s.id).cloned().unwrap_or_default());
-                Sku(s, l)
+                Inlined(Sku(s, l))
             })
             .collect())
     }
@@ -506,17 +515,12 @@ impl Sku {
             return Ok(self.0.price.into());
         };
         let channel = uuid_or_nil("SalesChannel", &channel);
-        let on = |ls: &[svc::Listing]| {
-            ls.iter()
-                .find(|l| l.channel.id == channel)
-                .map(|l| (l.price, l.listed))
-        };
         // Listings loaded with the SKU are read in place (a page asks this of every SKU).
-        let listing = match &self.0.listings {
-            Some(ls) => on(ls),
-            None => on(&self.listings_of(ctx).await?),
-        };
-        Ok(rules::channel_price(self.0.price, listing).into())
+        Ok(match &self.0.listings {
+            Some(ls) => price_on(&self.0, ls, channel),
+            None => price_on(&self.0, &self.listings_of(ctx).await?, channel),
+        }
+        .into())
     }
     /// One per channel the SKU has a listing on.
     async fn listings(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Listing>> {
@@ -626,6 +630,156 @@ pub struct ProductFilter {
     pub tag: Option<String>,
 }
 
+/// The price of `sku` on `channel` given its listings: the listing's price when listed there,
+/// otherwise the base price.
+fn price_on(sku: &svc::Sku, listings: &[svc::Listing], channel: Uuid) -> money::Money {
+    let listing = listings
+        .iter()
+        .find(|l| l.channel.id == channel)
+        .map(|l| (l.price, l.listed));
+    rules::channel_price(sku.price, listing)
+}
+
+// --------------------------------------------------------- fields in place ---
+// The products page resolves Product, Sku, Money and InventoryTotals in place (crate::inline);
+// each answers exactly what its #[Object] resolver above answers, and Pending where that
+// resolver would load something.
+
+impl FieldsNow for Money {
+    fn graphql_type(&self) -> &'static str {
+        "Money"
+    }
+    fn field_now(&self, ctx: &Context<'_>, _: &mut Errors) -> Now {
+        Ok(Ok(match ctx.item.node.name.node.as_str() {
+            "amount" => Value::String(self.amount.clone()),
+            "currency" => Value::String(self.currency.clone()),
+            _ => return Err(Pending),
+        }))
+    }
+}
+
+impl FieldsNow for InventoryTotals {
+    fn graphql_type(&self) -> &'static str {
+        "InventoryTotals"
+    }
+    fn field_now(&self, ctx: &Context<'_>, _: &mut Errors) -> Now {
+        Ok(Ok(Value::from(match ctx.item.node.name.node.as_str() {
+            "onHand" => self.on_hand,
+            "reserved" => self.reserved,
+            "held" => self.held,
+            "available" => self.available,
+            _ => return Err(Pending),
+        })))
+    }
+}
+
+/// A SKU as the page holds it: borrowed, with its stock when that was fetched for the page.
+struct SkuNow<'a> {
+    sku: &'a svc::Sku,
+    levels: Option<&'a [LevelView]>,
+}
+
+impl SkuNow<'_> {
+    fn price(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
+        let channel = match ctx.param_value::<Option<ID>>("channel", None) {
+            Ok((_, channel)) => channel,
+            Err(e) => return Ok(Err(ctx.set_error_path(e))),
+        };
+        let price = match channel {
+            None => self.sku.price,
+            Some(channel) => {
+                let listings = self.sku.listings.as_deref().ok_or(Pending)?;
+                price_on(self.sku, listings, uuid_or_nil("SalesChannel", &channel))
+            }
+        };
+        object_now(ctx, &Money::from(price), errors)
+    }
+
+    fn inventory(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
+        let allowed =
+            authed(ctx).and_then(|(_, r)| field(ctx, require(r, Permission::InventoryRead)));
+        if let Err(e) = allowed {
+            return reported(ctx, Err::<(), _>(e), |_| Value::Null);
+        }
+        let (on_hand, reserved, held, available) = inventory::total(self.levels.ok_or(Pending)?);
+        let totals = InventoryTotals {
+            on_hand,
+            reserved,
+            held,
+            available,
+        };
+        object_now(ctx, &totals, errors)
+    }
+}
+
+impl FieldsNow for SkuNow<'_> {
+    fn graphql_type(&self) -> &'static str {
+        "Sku"
+    }
+    fn field_now(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
+        let s = self.sku;
+        Ok(Ok(match ctx.item.node.name.node.as_str() {
+            "id" => Value::String(encode_id("Sku", s.id).0),
+            "code" => Value::String(s.code.clone()),
+            "name" => Value::String(s.name.clone()),
+            "weightGrams" => s.weight_grams.map_or(Value::Null, Value::from),
+            "productId" => Value::String(encode_id("Product", s.product_id).0),
+            "createdAt" => s.created_at.to_value(),
+            "updatedAt" => s.updated_at.to_value(),
+            "price" => return self.price(ctx, errors),
+            "inventory" => return self.inventory(ctx, errors),
+            _ => return Err(Pending),
+        }))
+    }
+}
+
+impl FieldsNow for Sku {
+    fn graphql_type(&self) -> &'static str {
+        "Sku"
+    }
+    fn field_now(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
+        let now = SkuNow {
+            sku: &self.0,
+            levels: self.1.as_deref(),
+        };
+        now.field_now(ctx, errors)
+    }
+}
+
+impl FieldsNow for Product {
+    fn graphql_type(&self) -> &'static str {
+        "Product"
+    }
+    fn field_now(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
+        let p = &self.0;
+        let id = |kind, id| Value::String(encode_id(kind, id).0);
+        Ok(Ok(match ctx.item.node.name.node.as_str() {
+            "id" => id("Product", p.id),
+            "title" => Value::String(p.title.clone()),
+            "description" => Value::String(p.description.clone()),
+            "kind" => enum_value(ProductKind::from(p.kind)),
+            "status" => enum_value(ProductStatus::from(p.status)),
+            "tags" => Value::List(p.tags.iter().cloned().map(Value::String).collect()),
+            "courseId" => p.course_id.clone().map_or(Value::Null, Value::String),
+            "membershipPlanId" => p
+                .membership_plan_id
+                .map_or(Value::Null, |m| id("MembershipPlan", m)),
+            "createdAt" => p.created_at.to_value(),
+            "updatedAt" => p.updated_at.to_value(),
+            "skus" => {
+                let skus = p.skus.as_deref().ok_or(Pending)?;
+                let levels = self.1.as_deref();
+                let items = skus.iter().map(|sku| SkuNow {
+                    sku,
+                    levels: levels.map(|m| m.get(&sku.id).map_or(&[][..], Vec::as_slice)),
+                });
+                return list_now(ctx, items, errors);
+            }
+            _ => return Err(Pending),
+        }))
+    }
+}
+
 #[derive(Default)]
 pub struct CatalogQuery;
 
@@ -639,7 +793,7 @@ impl CatalogQuery {
         filter: Option<ProductFilter>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<String, Product>> {
+    ) -> async_graphql::Result<Connection<String, Inlined<Product>>> {
         let (core, rctx) = authed(ctx)?;
         let page = field(ctx, page_args(first, after))?;
         let f = filter.unwrap_or_default();
@@ -653,13 +807,17 @@ impl CatalogQuery {
         let page = if skus.exists() {
             field(ctx, svc::products_with_skus(core, rctx, filter, page).await)?
         } else {
-            field(ctx, svc::products(core, rctx, filter, page).await)?
+            let page = field(ctx, svc::products(core, rctx, filter, page).await)?;
+            uphub_services::page::Page {
+                items: page.items.into_iter().map(Arc::new).collect(),
+                has_next: page.has_next,
+            }
         };
         let page = uphub_services::page::Page {
             items: with_skus(ctx, page.items, skus).await?,
             has_next: page.has_next,
         };
-        Ok(connection(page, |p| p.0.id, |p| p))
+        Ok(connection(page, |p| p.0.id, Inlined))
     }
 
     /// One product; another tenant's ID answers exactly like an unknown one. CATALOG_READ.
@@ -667,7 +825,7 @@ impl CatalogQuery {
         let (core, rctx) = authed(ctx)?;
         match svc::product(core, rctx, uuid_or_nil("Product", &id)).await {
             Err(ServiceError::NotFound) => Ok(None),
-            r => field(ctx, r).map(|p| Some(Product(p, None))),
+            r => field(ctx, r).map(|p| Some(Product::new(p))),
         }
     }
 
@@ -884,7 +1042,7 @@ impl CatalogMutation {
         };
         let (p, user_errors) = user_errors(ctx, svc::product_create(core, rctx, input).await)?;
         Ok(ProductCreatePayload {
-            product: p.map(|p| Product(p, None)),
+            product: p.map(Product::new),
             user_errors,
         })
     }
@@ -905,7 +1063,7 @@ impl CatalogMutation {
         let id = uuid_or_nil("Product", &input.id);
         let (p, user_errors) = user_errors(ctx, svc::product_update(core, rctx, id, patch).await)?;
         Ok(ProductUpdatePayload {
-            product: p.map(|p| Product(p, None)),
+            product: p.map(Product::new),
             user_errors,
         })
     }
@@ -920,7 +1078,7 @@ impl CatalogMutation {
         let id = uuid_or_nil("Product", &input.id);
         let (p, user_errors) = user_errors(ctx, svc::product_archive(core, rctx, id).await)?;
         Ok(ProductArchivePayload {
-            product: p.map(|p| Product(p, None)),
+            product: p.map(Product::new),
             user_errors,
         })
     }

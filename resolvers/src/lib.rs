@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod checkout;
 pub mod events;
 pub mod identity;
+pub mod inline;
 pub mod inventory;
 pub mod media;
 pub mod orders;

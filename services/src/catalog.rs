@@ -5,6 +5,7 @@
 //! same statement.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -856,7 +857,7 @@ pub async fn products_with_skus(
     ctx: &RequestCtx,
     filter: ProductFilter,
     page: PageArgs,
-) -> ServiceResult<Page<Product>> {
+) -> ServiceResult<Page<Arc<Product>>> {
     require(ctx, Permission::CatalogRead)?;
     // The statement text is the cache key: it is built from the tenant and the normalized
     // filter and page arguments alone.
@@ -881,6 +882,11 @@ pub async fn products_with_skus(
     for p in &mut out.items {
         p.skus = Some(skus.remove(&p.id).unwrap_or_default());
     }
+    // Shared, not copied: a cache hit hands out the same products again.
+    let out = Page {
+        items: out.items.into_iter().map(Arc::new).collect(),
+        has_next: out.has_next,
+    };
     if let Some(v) = version {
         cache.put(ctx.tenant, sql, v, &out);
     }

@@ -14,8 +14,8 @@
 //! bounded and simple, and a page costs one refetch.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use uphub_tenants::{RequestCtx, TenantId};
 
@@ -26,7 +26,7 @@ use crate::page::Page;
 
 struct Cached {
     version: i64,
-    items: Vec<Product>,
+    items: Vec<Arc<Product>>,
     has_next: bool,
 }
 
@@ -53,7 +53,12 @@ impl CatalogCache {
     }
 
     /// The page cached under `key` when it was read at `version`.
-    pub(crate) fn get(&self, tenant: TenantId, key: &str, version: i64) -> Option<Page<Product>> {
+    pub(crate) fn get(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        version: i64,
+    ) -> Option<Page<Arc<Product>>> {
         let found = self.pages.lock().ok().and_then(|m| {
             m.get(&(tenant, key.to_string()))
                 .filter(|c| c.version == version)
@@ -71,7 +76,13 @@ impl CatalogCache {
         found
     }
 
-    pub(crate) fn put(&self, tenant: TenantId, key: String, version: i64, page: &Page<Product>) {
+    pub(crate) fn put(
+        &self,
+        tenant: TenantId,
+        key: String,
+        version: i64,
+        page: &Page<Arc<Product>>,
+    ) {
         if let Ok(mut m) = self.pages.lock() {
             if m.len() >= self.capacity {
                 m.clear();
@@ -120,10 +131,10 @@ pub(crate) async fn version(core: &Core, ctx: &RequestCtx) -> ServiceResult<i64>
 mod tests {
     use super::*;
 
-    fn page(title: &str) -> Page<Product> {
+    fn page(title: &str) -> Page<Arc<Product>> {
         let now = chrono::Utc::now();
         Page {
-            items: vec![Product {
+            items: vec![Arc::new(Product {
                 id: uuid::Uuid::nil(),
                 title: title.into(),
                 description: String::new(),
@@ -135,7 +146,7 @@ mod tests {
                 created_at: now,
                 updated_at: now,
                 skus: Some(vec![]),
-            }],
+            })],
             has_next: true,
         }
     }
