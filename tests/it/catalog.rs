@@ -814,6 +814,22 @@ async fn a_read_only_api_key_reads_the_catalog_but_cannot_change_it() {
         .await;
     assert_eq!(code(&r), "FORBIDDEN", "{r}");
     assert_eq!(r["data"]["sku"]["code"], "RO-1");
+    // The same on a products page (resolved in place): the error names the field's path.
+    let r = app
+        .gql(
+            Some(&key),
+            "{ products(first: 5) { edges { node { title skus { code inventory { available } } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&r), "FORBIDDEN", "{r}");
+    assert_eq!(
+        r["errors"][0]["path"],
+        json!(["products", "edges", 0, "node", "skus", 0, "inventory"]),
+        "{r}"
+    );
+    let sku = &r["data"]["products"]["edges"][0]["node"]["skus"][0];
+    assert_eq!(sku["code"], "RO-1", "{r}");
     for (q, input) in [
         (CREATE, tshirt("Nope", &["RO-2"])),
         (UPDATE, json!({"id": p["id"], "title": "Nope"})),
