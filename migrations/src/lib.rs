@@ -16,6 +16,7 @@ mod m0011_ship_back;
 mod m0012_ingest_tuning;
 mod m0013_refund_retry;
 mod m0014_catalog_version;
+mod m0015_me_read;
 
 /// The role request work runs as: owns nothing, no BYPASSRLS, so every tenant table's forced
 /// policy applies to it. Roles are cluster-wide; grants are per database.
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_ingest_tuning::Migration),
             Box::new(m0013_refund_retry::Migration),
             Box::new(m0014_catalog_version::Migration),
+            Box::new(m0015_me_read::Migration),
         ]
     }
 }

@@ -488,21 +488,16 @@ pub async fn me(core: &Core, ctx: &RequestCtx) -> ServiceResult<Me> {
 }
 
 async fn me_read(core: &Core, ctx: &RequestCtx, user_id: UserId) -> ServiceResult<Me> {
-    // The hot path of every client start-up: one round trip (see `tenant_read`); the ids are
-    // typed UUIDs rendered as literals.
-    let rows = uphub_tenants::tenant_read(
-        &core.db,
-        ctx.tenant,
-        &format!(
-            "SELECT u.email_cipher, u.roles, u.status, t.id, t.slug, t.name, t.status AS tstatus,
-                    t.created_at, k.wrapped_dek
-             FROM staff_users u JOIN tenants t ON t.id = u.tenant_id
-             JOIN tenant_keys k ON k.tenant_id = u.tenant_id
-             WHERE u.tenant_id = '{}' AND u.id = '{}'",
-            ctx.tenant.0, user_id.0
-        ),
-    )
-    .await?;
+    // The hot path of every client start-up: one prepared round trip. `uphub_me` (migration
+    // 0015) sets the same tenant scope and app role as `tenant_read` before its query, so the
+    // forced RLS policies apply, and Postgres neither parses nor plans it again.
+    let rows: Vec<sea_orm::sqlx::postgres::PgRow> =
+        sea_orm::sqlx::query("SELECT * FROM uphub_me($1, $2)")
+            .bind(ctx.tenant.0)
+            .bind(user_id.0)
+            .fetch_all(core.db.get_postgres_connection_pool())
+            .await
+            .map_err(|e| ServiceError::Internal(anyhow::Error::new(e).context("me read")))?;
     let Some(row) = rows.first() else {
         return Err(ServiceError::Unauthenticated("unknown user".into()));
     };

@@ -239,3 +239,81 @@ async fn another_tenants_ids_answer_exactly_like_ids_that_do_not_exist() {
         json!(null)
     );
 }
+
+/// `uphub_me` (the one-round-trip `me` read) runs its query under tenant A's scope as the app
+/// role, finds only A's user, and the app role itself cannot call it.
+#[tokio::test]
+async fn the_me_function_reads_as_the_app_role_in_the_callers_tenant_only() {
+    use sea_orm::TransactionTrait;
+    let app = spawn_app().await;
+    let a = tenant_id(&app, &app.a.slug).await;
+    let b = tenant_id(&app, &app.b.slug).await;
+    let user_of = |t: uuid::Uuid| {
+        let db = app.core.db.clone();
+        async move {
+            db.query_one_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT id FROM staff_users WHERE tenant_id = $1",
+                [t.into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<uuid::Uuid>("", "id")
+            .unwrap()
+        }
+    };
+    let (ua, ub) = (user_of(a).await, user_of(b).await);
+    let call = |t: uuid::Uuid, u: uuid::Uuid| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT slug FROM uphub_me($1, $2)",
+            [t.into(), u.into()],
+        )
+    };
+    let tx = app.core.db.begin().await.unwrap();
+    let rows = tx.query_all_raw(call(a, ua)).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].try_get::<String>("", "slug").unwrap(), app.a.slug);
+    // What its query ran under: the app role and A's scope, until the transaction ends.
+    let scope = tx
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_user::text AS who, current_setting('app.tenant_id') AS tenant",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(scope.try_get::<String>("", "who").unwrap(), "uphub_app");
+    assert_eq!(
+        scope.try_get::<String>("", "tenant").unwrap(),
+        a.to_string()
+    );
+    drop(tx);
+    // B's user asked in A's scope (or the other way round) is nobody; each call is its own
+    // transaction, as the gateway makes it.
+    assert!(
+        app.core
+            .db
+            .query_all_raw(call(a, ub))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        app.core
+            .db
+            .query_all_raw(call(b, ua))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        app.core.db.query_all_raw(call(b, ub)).await.unwrap().len(),
+        1
+    );
+    // Request work (the app role) cannot call it to pick a tenant of its own.
+    let tx = app.core.db.begin_with_app_role().await;
+    let denied = tx.query_all_raw(call(b, ub)).await;
+    assert!(denied.is_err(), "the app role must not execute uphub_me");
+}
