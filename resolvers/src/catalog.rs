@@ -466,8 +466,7 @@ impl Sku {
     }
 
     async fn levels(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LevelView>> {
-        let (_, rctx) = authed(ctx)?;
-        field(ctx, require(rctx, Permission::InventoryRead))?;
+        may_read_stock(ctx)?;
         if let Some(l) = &self.1 {
             return Ok(l.clone());
         }
@@ -630,6 +629,13 @@ pub struct ProductFilter {
     pub tag: Option<String>,
 }
 
+/// Stock fields (`inventory`, `inventoryLevels`) need INVENTORY_READ; both resolution paths
+/// ask here.
+fn may_read_stock(ctx: &Context<'_>) -> async_graphql::Result<()> {
+    let (_, rctx) = authed(ctx)?;
+    field(ctx, require(rctx, Permission::InventoryRead))
+}
+
 /// The price of `sku` on `channel` given its listings: the listing's price when listed there,
 /// otherwise the base price.
 fn price_on(sku: &svc::Sku, listings: &[svc::Listing], channel: Uuid) -> money::Money {
@@ -696,9 +702,7 @@ impl SkuNow<'_> {
     }
 
     fn inventory(&self, ctx: &Context<'_>, errors: &mut Errors) -> Now {
-        let allowed =
-            authed(ctx).and_then(|(_, r)| field(ctx, require(r, Permission::InventoryRead)));
-        if let Err(e) = allowed {
+        if let Err(e) = may_read_stock(ctx) {
             return reported(ctx, Err::<(), _>(e), |_| Value::Null);
         }
         let (on_hand, reserved, held, available) = inventory::total(self.levels.ok_or(Pending)?);
@@ -807,11 +811,7 @@ impl CatalogQuery {
         let page = if skus.exists() {
             field(ctx, svc::products_with_skus(core, rctx, filter, page).await)?
         } else {
-            let page = field(ctx, svc::products(core, rctx, filter, page).await)?;
-            uphub_services::page::Page {
-                items: page.items.into_iter().map(Arc::new).collect(),
-                has_next: page.has_next,
-            }
+            field(ctx, svc::products(core, rctx, filter, page).await)?.map(Arc::new)
         };
         let page = uphub_services::page::Page {
             items: with_skus(ctx, page.items, skus).await?,

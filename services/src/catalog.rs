@@ -883,10 +883,7 @@ pub async fn products_with_skus(
         p.skus = Some(skus.remove(&p.id).unwrap_or_default());
     }
     // Shared, not copied: a cache hit hands out the same products again.
-    let out = Page {
-        items: out.items.into_iter().map(Arc::new).collect(),
-        has_next: out.has_next,
-    };
+    let out = out.map(Arc::new);
     if let Some(v) = version {
         cache.put(ctx.tenant, sql, v, &out);
     }

@@ -491,14 +491,13 @@ async fn me_read(core: &Core, ctx: &RequestCtx, user_id: UserId) -> ServiceResul
     // The hot path of every client start-up: one prepared round trip. `uphub_me` (migration
     // 0015) sets the same tenant scope and app role as `tenant_read` before its query, so the
     // forced RLS policies apply, and Postgres neither parses nor plans it again.
-    let rows: Vec<sea_orm::sqlx::postgres::PgRow> =
-        sea_orm::sqlx::query("SELECT * FROM uphub_me($1, $2)")
-            .bind(ctx.tenant.0)
-            .bind(user_id.0)
-            .fetch_all(core.db.get_postgres_connection_pool())
-            .await
-            .map_err(|e| ServiceError::Internal(anyhow::Error::new(e).context("me read")))?;
-    let Some(row) = rows.first() else {
+    let row = sea_orm::sqlx::query("SELECT * FROM uphub_me($1, $2)")
+        .bind(ctx.tenant.0)
+        .bind(user_id.0)
+        .fetch_optional(core.db.get_postgres_connection_pool())
+        .await
+        .map_err(|e| ServiceError::Internal(anyhow::Error::new(e).context("me read")))?;
+    let Some(row) = row else {
         return Err(ServiceError::Unauthenticated("unknown user".into()));
     };
     use sea_orm::sqlx::Row;

@@ -62,4 +62,12 @@ impl<T> Page<T> {
             has_next,
         }
     }
+
+    /// The same page with each item converted.
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
+        Page {
+            items: self.items.into_iter().map(f).collect(),
+            has_next: self.has_next,
+        }
+    }
 }
