@@ -1048,3 +1048,130 @@ async fn a_cached_products_page_follows_every_catalog_write_made_through_any_gat
         vec![row("B only", &[("B-1", "99.90")])]
     );
 }
+
+/// Every scalar field of `Product` (a products page answers them in place).
+const PRODUCT_FIELDS: &str = "id title description kind status tags courseId membershipPlanId
+    createdAt updatedAt";
+/// Every field of `Sku` a products page answers in place, with a channel price and stock.
+const SKU_FIELDS: &str = "id code name weightGrams productId createdAt updatedAt
+    price { amount currency } onChannel: price(channel: $c) { amount currency }
+    inventory { onHand reserved held available }";
+
+/// The products page resolves `Product`, `Sku`, `Money` and `InventoryTotals` in place
+/// (resolvers/src/inline.rs); `product(id)` and `sku(id)` go through the generated resolvers,
+/// and a SKU asked for `inventoryLevels` falls back to them inside a page as well. All three must
+/// answer every field identically, for every kind of product.
+#[tokio::test]
+async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated_resolvers() {
+    let app = spawn_app().await;
+    let t = &app.a.token;
+    let mut tee = tshirt("Tee", &["IP-1", "IP-2"]);
+    tee["description"] = json!("纯棉 \"经典\" 款");
+    let tee = create_ok(&app, t, tee).await;
+    create_ok(&app, t, json!({"title": "Rust 入门", "kind": "COURSE", "courseId": "c-9",
+        "skus": [{"code": "IP-C", "name": "终身", "price": yuan("199")}]}))
+    .await;
+    let r = app
+        .gql(Some(t), "mutation($i: MembershipPlanCreateInput!) { membershipPlanCreate(input: $i) { membershipPlan { id } } }", json!({"i": {"name": "年卡", "durationDays": 365}}))
+        .await;
+    let plan = r["data"]["membershipPlanCreate"]["membershipPlan"]["id"].clone();
+    create_ok(&app, t, json!({"title": "年卡", "kind": "MEMBERSHIP", "membershipPlanId": plan,
+        "skus": [{"code": "IP-M", "name": "年卡", "price": yuan("365")}]}))
+    .await;
+    // One SKU listed on a channel at its own price and stocked in a warehouse.
+    let wx = channel(&app, t, "WECHAT_MINI", "wx-ip").await["salesChannel"]["id"].clone();
+    let sku = tee["skus"][0]["id"].clone();
+    let r = app
+        .gql(Some(t), LISTING, json!({"i": {"skuId": sku, "channelId": wx, "price": yuan("79.90")}}))
+        .await;
+    assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
+    let r = app
+        .gql(Some(t), "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }", json!({"i": {"code": "SH", "name": "SH"}}))
+        .await;
+    let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
+    let r = app
+        .gql(Some(t), "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }", json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": 6, "changeFrom": 0}}))
+        .await;
+    assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
+
+    let vars = json!({"c": wx});
+    let page = app
+        .gql(
+            Some(t),
+            &format!("query($c: ID) {{ products(first: 10) {{ edges {{ node {{ {PRODUCT_FIELDS} skus {{ {SKU_FIELDS} }} }} }} }} }}"),
+            vars.clone(),
+        )
+        .await;
+    assert!(page.get("errors").is_none(), "{page}");
+    let nodes: Vec<Value> = page["data"]["products"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect();
+    assert_eq!(nodes.len(), 3, "{page}");
+    // What the page says is what was written.
+    let node = |title: &str| nodes.iter().find(|n| n["title"] == title).unwrap().clone();
+    let tee_node = node("Tee");
+    assert_eq!(tee_node["description"], "纯棉 \"经典\" 款");
+    assert_eq!(
+        (&tee_node["kind"], &tee_node["status"], &tee_node["tags"]),
+        (&json!("PHYSICAL"), &json!("DRAFT"), &json!(["新品", "夏季"]))
+    );
+    let stocked = &tee_node["skus"][0];
+    assert_eq!(
+        (stocked["weightGrams"].clone(), stocked["productId"].clone()),
+        (json!(250), tee["id"].clone())
+    );
+    assert_eq!(stocked["onChannel"], yuan("79.90"), "{stocked}");
+    assert_eq!(
+        stocked["inventory"],
+        json!({"onHand": 6, "reserved": 0, "held": 0, "available": 6})
+    );
+    assert_eq!(tee_node["skus"][1]["onChannel"], yuan("99.90"));
+    assert_eq!(node("Rust 入门")["courseId"], "c-9");
+    assert_eq!(node("年卡")["membershipPlanId"], plan);
+    assert_eq!(node("年卡")["skus"][0]["weightGrams"], Value::Null);
+
+    for n in &nodes {
+        // The generated Product resolvers.
+        let r = app
+            .gql(
+                Some(t),
+                &format!("query($id: ID!, $c: ID) {{ product(id: $id) {{ {PRODUCT_FIELDS} skus {{ {SKU_FIELDS} }} }} }}"),
+                json!({"id": n["id"], "c": wx}),
+            )
+            .await;
+        assert_eq!(r["data"]["product"], *n, "product(id) differs from the page");
+        // A SKU that must load its levels goes through the generated Sku resolvers, in a page.
+        let r = app
+            .gql(
+                Some(t),
+                &format!("query($id: ID!, $c: ID) {{ product(id: $id) {{ skus {{ {SKU_FIELDS} inventoryLevels {{ onHand }} }} }} }}"),
+                json!({"id": n["id"], "c": wx}),
+            )
+            .await;
+        for (i, s) in n["skus"].as_array().unwrap().iter().enumerate() {
+            let mut fallback = r["data"]["product"]["skus"][i].clone();
+            fallback.as_object_mut().unwrap().remove("inventoryLevels");
+            assert_eq!(fallback, *s, "a SKU with inventoryLevels differs: {r}");
+            let one = app
+                .gql(
+                    Some(t),
+                    &format!("query($id: ID!, $c: ID) {{ sku(id: $id) {{ {SKU_FIELDS} }} }}"),
+                    json!({"id": s["id"], "c": wx}),
+                )
+                .await;
+            assert_eq!(one["data"]["sku"], *s, "sku(id) differs from the page");
+        }
+    }
+    // The other tenant's page shows none of it.
+    let r = app
+        .gql(
+            Some(&app.b.token),
+            "{ products(first: 10) { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(r["data"]["products"]["edges"], json!([]), "{r}");
+}
