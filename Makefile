@@ -5,7 +5,7 @@ CARGO_BUILD_JOBS ?= 2
 export CARGO_BUILD_JOBS
 
 .DEFAULT_GOAL := help
-.PHONY: help run stop services test fmt fmt-check clippy cargo-test schema bench
+.PHONY: help run stop services test fmt fmt-check clippy cargo-test schema bench docker-test
 
 help:
 	@echo "make run      start services, build, migrate, seed demo, serve + worker (scripts/run.sh)"
@@ -13,6 +13,7 @@ help:
 	@echo "make test     services, fmt --check, clippy -D warnings, cargo test (what CI runs)"
 	@echo "make schema   export the GraphQL SDL to schema.graphql"
 	@echo "make bench    API benchmark (bench/api/run.sh)"
+	@echo "make docker-test  build the image and run docker/compose.yml end to end (docker/test.sh)"
 	@echo "make fmt      cargo fmt --all"
 
 run:
@@ -50,3 +51,6 @@ bench:
 
 fmt:
 	$(CARGO) fmt --all
+
+docker-test:
+	docker/test.sh
