@@ -1068,21 +1068,33 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
     let mut tee = tshirt("Tee", &["IP-1", "IP-2"]);
     tee["description"] = json!("纯棉 \"经典\" 款");
     let tee = create_ok(&app, t, tee).await;
-    create_ok(&app, t, json!({"title": "Rust 入门", "kind": "COURSE", "courseId": "c-9",
-        "skus": [{"code": "IP-C", "name": "终身", "price": yuan("199")}]}))
+    create_ok(
+        &app,
+        t,
+        json!({"title": "Rust 入门", "kind": "COURSE", "courseId": "c-9",
+        "skus": [{"code": "IP-C", "name": "终身", "price": yuan("199")}]}),
+    )
     .await;
     let r = app
         .gql(Some(t), "mutation($i: MembershipPlanCreateInput!) { membershipPlanCreate(input: $i) { membershipPlan { id } } }", json!({"i": {"name": "年卡", "durationDays": 365}}))
         .await;
     let plan = r["data"]["membershipPlanCreate"]["membershipPlan"]["id"].clone();
-    create_ok(&app, t, json!({"title": "年卡", "kind": "MEMBERSHIP", "membershipPlanId": plan,
-        "skus": [{"code": "IP-M", "name": "年卡", "price": yuan("365")}]}))
+    create_ok(
+        &app,
+        t,
+        json!({"title": "年卡", "kind": "MEMBERSHIP", "membershipPlanId": plan,
+        "skus": [{"code": "IP-M", "name": "年卡", "price": yuan("365")}]}),
+    )
     .await;
     // One SKU listed on a channel at its own price and stocked in a warehouse.
     let wx = channel(&app, t, "WECHAT_MINI", "wx-ip").await["salesChannel"]["id"].clone();
     let sku = tee["skus"][0]["id"].clone();
     let r = app
-        .gql(Some(t), LISTING, json!({"i": {"skuId": sku, "channelId": wx, "price": yuan("79.90")}}))
+        .gql(
+            Some(t),
+            LISTING,
+            json!({"i": {"skuId": sku, "channelId": wx, "price": yuan("79.90")}}),
+        )
         .await;
     assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
     let r = app
@@ -1090,7 +1102,11 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
         .await;
     let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
     let r = app
-        .gql(Some(t), "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }", json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": 6, "changeFrom": 0}}))
+        .gql(
+            Some(t),
+            "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }",
+            json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": 6, "changeFrom": 0}}),
+        )
         .await;
     assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
 
@@ -1116,7 +1132,11 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
     assert_eq!(tee_node["description"], "纯棉 \"经典\" 款");
     assert_eq!(
         (&tee_node["kind"], &tee_node["status"], &tee_node["tags"]),
-        (&json!("PHYSICAL"), &json!("DRAFT"), &json!(["新品", "夏季"]))
+        (
+            &json!("PHYSICAL"),
+            &json!("DRAFT"),
+            &json!(["新品", "夏季"])
+        )
     );
     let stocked = &tee_node["skus"][0];
     assert_eq!(
@@ -1142,7 +1162,10 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
                 json!({"id": n["id"], "c": wx}),
             )
             .await;
-        assert_eq!(r["data"]["product"], *n, "product(id) differs from the page");
+        assert_eq!(
+            r["data"]["product"], *n,
+            "product(id) differs from the page"
+        );
         // A SKU that must load its levels goes through the generated Sku resolvers, in a page.
         let r = app
             .gql(
