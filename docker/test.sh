@@ -48,7 +48,8 @@ if "$DOCKER" compose version >/dev/null 2>&1; then
   COMPOSE=("$DOCKER" compose)
 else
   # docker-compose v1 shells out to `docker build`: make it find the BuildKit-capable client.
-  export PATH="$(dirname "$DOCKER"):$PATH"
+  PATH="$(dirname "$DOCKER"):$PATH"
+  export PATH
   COMPOSE=(docker-compose)
 fi
 COMPOSE+=(-p "$PROJECT" -f docker/compose.yml)
@@ -145,7 +146,7 @@ wait_ready
 ready=$(curl -fsS "$URL/readyz")
 say "readyz: $ready"
 token=$(login)
-[ -n "$token" ] && [ "$token" != None ] || die "demo login returned no token"
+if [ -z "$token" ] || [ "$token" = None ]; then die "demo login returned no token"; fi
 email=$(gql "$token" '{"query":"{me{email tenant{slug}}}"}' | field "['data']['me']['email']")
 [ "$email" = owner@demo.uphub.local ] || die "me answered email=$email"
 say "demo login and me: ok ($email)"
@@ -172,6 +173,6 @@ wait_ready
 "${COMPOSE[@]}" logs --no-color uphub | grep -q "demo tenant already exists" \
   || die "the second start did not find the demo tenant"
 token=$(login)
-[ -n "$token" ] && [ "$token" != None ] || die "login after restart returned no token"
+if [ -z "$token" ] || [ "$token" = None ]; then die "login after restart returned no token"; fi
 say "restart: idempotent migrate + demo, login ok"
 say "PASS in $(( $(date +%s) - started )) s"
