@@ -449,6 +449,19 @@ pub struct InventoryTotals {
     pub available: i32,
 }
 
+impl InventoryTotals {
+    /// The totals over a SKU's levels, one per warehouse.
+    fn over(levels: &[LevelView]) -> Self {
+        let (on_hand, reserved, held, available) = inventory::total(levels);
+        InventoryTotals {
+            on_hand,
+            reserved,
+            held,
+            available,
+        }
+    }
+}
+
 /// A SKU, with its stock when that was fetched for the whole page.
 pub struct Sku(pub svc::Sku, pub Option<Vec<LevelView>>);
 
@@ -532,13 +545,7 @@ impl Sku {
     }
     /// Totals over all warehouses. INVENTORY_READ.
     async fn inventory(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InventoryTotals>> {
-        let (on_hand, reserved, held, available) = inventory::total(&self.levels(ctx).await?);
-        Ok(Some(InventoryTotals {
-            on_hand,
-            reserved,
-            held,
-            available,
-        }))
+        Ok(Some(InventoryTotals::over(&self.levels(ctx).await?)))
     }
     /// One level per warehouse the SKU has stock records in. INVENTORY_READ.
     async fn inventory_levels(
@@ -705,13 +712,7 @@ impl SkuNow<'_> {
         if let Err(e) = may_read_stock(ctx) {
             return reported(ctx, Err::<(), _>(e), |_| Value::Null);
         }
-        let (on_hand, reserved, held, available) = inventory::total(self.levels.ok_or(Pending)?);
-        let totals = InventoryTotals {
-            on_hand,
-            reserved,
-            held,
-            available,
-        };
+        let totals = InventoryTotals::over(self.levels.ok_or(Pending)?);
         object_now(ctx, &totals, errors)
     }
 }

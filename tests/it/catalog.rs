@@ -848,6 +848,23 @@ async fn a_read_only_api_key_reads_the_catalog_but_cannot_change_it() {
     assert_eq!(r["data"]["product"]["status"], "DRAFT");
 }
 
+/// Creates warehouse `code` and sets `qty` units of `sku` there; returns the warehouse id.
+async fn stock_in(app: &TestApp, token: &str, sku: &Value, code: &str, qty: i64) -> Value {
+    let r = app
+        .gql(Some(token), "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }", json!({"i": {"code": code, "name": code}}))
+        .await;
+    let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }",
+            json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": qty, "changeFrom": 0}}),
+        )
+        .await;
+    assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
+    wh
+}
+
 #[tokio::test]
 async fn sku_inventory_sums_levels_over_warehouses() {
     let app = spawn_app().await;
@@ -856,15 +873,7 @@ async fn sku_inventory_sums_levels_over_warehouses() {
     let sku = p["skus"][0]["id"].clone();
     let mut warehouses = vec![];
     for (code_, qty) in [("SH", 7), ("GZ", 5)] {
-        let r = app
-            .gql(Some(t), "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }", json!({"i": {"code": code_, "name": code_}}))
-            .await;
-        let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
-        let r = app
-            .gql(Some(t), "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }", json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": qty, "changeFrom": 0}}))
-            .await;
-        assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
-        warehouses.push(wh);
+        warehouses.push(stock_in(&app, t, &sku, code_, qty).await);
     }
     let q =
         "query($id: ID!) { product(id: $id) { skus { inventory { onHand reserved held available }
@@ -1097,18 +1106,7 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
         )
         .await;
     assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
-    let r = app
-        .gql(Some(t), "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }", json!({"i": {"code": "SH", "name": "SH"}}))
-        .await;
-    let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
-    let r = app
-        .gql(
-            Some(t),
-            "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }",
-            json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": 6, "changeFrom": 0}}),
-        )
-        .await;
-    assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
+    stock_in(&app, t, &sku, "SH", 6).await;
 
     let vars = json!({"c": wx});
     let page = app
