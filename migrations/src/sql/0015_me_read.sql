@@ -4,7 +4,8 @@
 -- function sets the same transaction-local scope and role first (SECURITY INVOKER: its query
 -- then runs as the app role under the forced RLS policies, exactly like tenant_read's), so the
 -- gateway can call it as a cached prepared statement and plpgsql keeps the query's plan.
--- Only the owner (the gateway's connecting role) may call it.
+-- Only the owner (the gateway's connecting role) may call it. `{APP_ROLE}` is replaced by
+-- crate::APP_ROLE when the migration runs.
 CREATE FUNCTION uphub_me(p_tenant uuid, p_user uuid)
 RETURNS TABLE (
     email_cipher bytea, roles text[], status text,
@@ -13,7 +14,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql AS $$
 BEGIN
-  PERFORM set_config('app.tenant_id', p_tenant::text, true), set_config('role', 'uphub_app', true);
+  PERFORM set_config('app.tenant_id', p_tenant::text, true), set_config('role', '{APP_ROLE}', true);
   RETURN QUERY
     SELECT u.email_cipher, u.roles, u.status, t.id, t.slug, t.name, t.status, t.created_at,
            k.wrapped_dek
