@@ -155,6 +155,77 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
     assert!(none.is_empty());
 }
 
+/// A tenant transaction begins with its scope in the same message: inside it the tenant and the
+/// app role hold; dropped without commit it leaves nothing; committed it stays; and the scope
+/// never outlives it on the pooled connection the next request gets.
+#[tokio::test]
+async fn a_tenant_transaction_is_scoped_rolls_back_when_dropped_and_leaves_the_connection_clean() {
+    let app = spawn_app().await;
+    let a = tenant_id(&app, &app.a.slug).await;
+    let scope = |tx_or_pool: &'static str| {
+        Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT coalesce(current_setting('app.tenant_id', true), '') AS t, current_user::text AS r, '{tx_or_pool}' AS w"
+            ),
+        )
+    };
+    let key = |k: &str| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO idempotency_keys (tenant_id, actor_id, scope, key, request_hash)
+             VALUES ($1, $1, 'test', $2, '\\x00')",
+            [a.into(), k.into()],
+        )
+    };
+    let count = |k: &str| {
+        Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM idempotency_keys WHERE tenant_id = $1 AND key = $2",
+            [a.into(), k.into()],
+        )
+    };
+
+    let tx = TenantTx::begin(&app.core.db, TenantId(a)).await.unwrap();
+    let inside = tx.query_one_raw(scope("tx")).await.unwrap().unwrap();
+    assert_eq!(inside.try_get::<String>("", "t").unwrap(), a.to_string());
+    assert_eq!(
+        inside.try_get::<String>("", "r").unwrap(),
+        uphub_tenants::APP_ROLE
+    );
+    tx.execute_raw(key("dropped")).await.unwrap();
+    drop(tx);
+
+    let tx = TenantTx::begin(&app.core.db, TenantId(a)).await.unwrap();
+    tx.execute_raw(key("kept")).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let n = |row: Option<sea_orm::QueryResult>| row.unwrap().try_get::<i64>("", "n").unwrap();
+    assert_eq!(
+        n(app.core.db.query_one_raw(count("dropped")).await.unwrap()),
+        0
+    );
+    assert_eq!(
+        n(app.core.db.query_one_raw(count("kept")).await.unwrap()),
+        1
+    );
+    // Every pooled connection the next requests get is back to no tenant and the owner role.
+    for _ in 0..20 {
+        let after = app
+            .core
+            .db
+            .query_one_raw(scope("pool"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.try_get::<String>("", "t").unwrap(), "");
+        assert_ne!(
+            after.try_get::<String>("", "r").unwrap(),
+            uphub_tenants::APP_ROLE
+        );
+    }
+}
+
 trait BeginAppRole {
     async fn begin_with_app_role(&self) -> sea_orm::DatabaseTransaction;
 }
