@@ -170,6 +170,27 @@ fn snap(serve: u32, worker: u32) -> CpuSnap {
     }
 }
 
+/// Cores the whole machine was busy between two snapshots.
+fn busy_cores(a: &CpuSnap, b: &CpuSnap) -> f64 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    cpus * (b.busy - a.busy) / (b.total - a.total).max(1.0)
+}
+
+/// Mean milliseconds of one RSA-2048 SHA-256 PKCS#1 v1.5 signature with the code the server
+/// and the mock platform sign with, on one core, measured now (a machine's speed varies by day).
+fn rsa_sign_ms(key: &uphub_payments::keys::PrivateKey) -> anyhow::Result<f64> {
+    let message = [b'x'; 256];
+    for _ in 0..20 {
+        key.sign_sha256_base64(&message)?;
+    }
+    let n = 300;
+    let t = Instant::now();
+    for _ in 0..n {
+        key.sign_sha256_base64(&message)?;
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0 / f64::from(n))
+}
+
 fn cpu_line(a: CpuSnap, b: CpuSnap, secs: f64) -> String {
     let c = |x: f64, y: f64| (y - x) / secs;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -688,6 +709,10 @@ async fn run(db_name: &str, url: &str) -> anyhow::Result<()> {
     let c2b = snap(serve_pid, worker_pid);
     let (mut me, me_elapsed) = phase(Work::Me, skus[0].clone(), Duration::from_secs(secs)).await?;
     let c3 = snap(serve_pid, worker_pid);
+    // The protocol's floor: WeChat Pay v3 signs four times per cycle (the server: the prepay
+    // request and paySign; the platform: its answer and the notification), measured with
+    // nothing else running.
+    let sign_ms = rsa_sign_ms(&keys.wechat_merchant)?;
 
     // Postgres decides what counts: the cycles' orders that are PAID there.
     let scalar = |sql: &'static str, v: Vec<sea_orm::Value>| {
@@ -851,6 +876,17 @@ async fn run(db_name: &str, url: &str) -> anyhow::Result<()> {
     println!(
         "CPU (cores) during buyerMe:         {}",
         cpu_line(c2b, c3, secs_f)
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cycle_ms = busy_cores(&c0, &c1) * 1000.0 / rate.max(1.0);
+    println!(
+        "CPU per placed + paid order (the whole machine): {cycle_ms:.1} ms; 500 orders/s on {cpus:.0} cores needs <= {:.1} ms",
+        cpus * 1000.0 / 500.0
+    );
+    println!(
+        "RSA-2048 signature now: {sign_ms:.2} ms; the 4 per cycle WeChat Pay v3 requires (2 server, 2 platform) take {:.1} ms, a ceiling of {:.0} orders/s on {cpus:.0} cores with nothing else done",
+        4.0 * sign_ms,
+        cpus * 1000.0 / (4.0 * sign_ms)
     );
     println!(
         "Postgres transactions per order (server and worker): placed + paid {:.1}, orderPlace only {:.1}",
