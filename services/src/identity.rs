@@ -7,13 +7,13 @@ use anyhow::Context;
 use chrono::Duration as ChronoDuration;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QuerySelect, Set, Statement,
+    QuerySelect, Set, Statement, TransactionTrait,
 };
 use serde_json::json;
 use uphub_domain::identity::{Email, Password, Role, Slug, parse_display_name};
 use uphub_domain::pii::{mask_email, normalize_email};
 use uphub_entities::{refresh_token, staff_user, tenant};
-use uphub_tenants::{PgTx, Principal, RequestCtx, TenantId, TenantTx, UserId};
+use uphub_tenants::{APP_ROLE, Principal, RequestCtx, TenantId, TenantTx, UserId};
 use uuid::Uuid;
 
 use crate::auth::{REFRESH_PREFIX, compose_token, issue_access_token, sha256, split_token};
@@ -53,7 +53,7 @@ pub async fn tenant_signup(
     let user_id = UserId::new_v7();
     // The tenant row is created by the owner role; the rest of the transaction switches to the
     // app role under the new tenant, exactly like a TenantTx.
-    let db_tx = PgTx::begin(&core.db).await?;
+    let db_tx = core.db.begin().await?;
     let inserted = db_tx
         .execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -65,7 +65,14 @@ pub async fn tenant_signup(
     if inserted == 0 {
         return Err(ServiceError::conflict("slug", "this slug is taken"));
     }
-    let tx = TenantTx::enter(db_tx, tenant_id).await?;
+    db_tx
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config('app.tenant_id', $1, true), set_config('role', $2, true)",
+            [tenant_id.0.to_string().into(), APP_ROLE.into()],
+        ))
+        .await?;
+    let tx = TenantTx::adopt(db_tx, tenant_id);
     let dek = pii::create_data_key(core, &tx).await?;
     let normalized = normalize_email(email.as_str());
     let now = core.now();

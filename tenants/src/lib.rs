@@ -2,13 +2,10 @@
 
 use std::fmt;
 
-use sea_orm::sea_query::Values;
-use sea_orm::sqlx;
 use sea_orm::{
-    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, ExecResult, QueryResult,
-    RuntimeErr, Statement,
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr, Statement,
+    TransactionTrait,
 };
-use sea_query_sqlx::SqlxValues;
 use uphub_domain::identity::{Permission, PermissionSet, Role};
 use uuid::Uuid;
 
@@ -166,26 +163,21 @@ impl RequestCtx {
 
 /// A transaction confined to one tenant: the tenant is set transaction-locally and the session
 /// switches to the app role, so RLS filters every statement even if a query forgets its filter.
-///
-/// `BEGIN` and the scope travel as ONE simple-protocol message (`BEGIN; SELECT set_config(…)`),
-/// a round trip less than `BEGIN` followed by the scope statement: every request pays for its
-/// transactions' round trips, in this process and in Postgres, more than for most statements.
 pub struct TenantTx {
-    conn: PgTx,
+    tx: DatabaseTransaction,
     tenant: TenantId,
 }
 
 impl TenantTx {
     pub async fn begin(db: &DatabaseConnection, tenant: TenantId) -> Result<Self, DbErr> {
-        let conn = PgTx::begin_with(db, scope_sql("BEGIN; SELECT ", tenant)).await?;
-        Ok(TenantTx { conn, tenant })
-    }
-
-    /// Confines a transaction begun without a tenant (sign-up creates the tenant first).
-    pub async fn enter(conn: PgTx, tenant: TenantId) -> Result<Self, DbErr> {
-        conn.execute_unprepared(&scope_sql("SELECT ", tenant))
-            .await?;
-        Ok(TenantTx { conn, tenant })
+        let tx = db.begin().await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT set_config('app.tenant_id', $1, true), set_config('role', $2, true)",
+            [tenant.0.to_string().into(), APP_ROLE.into()],
+        ))
+        .await?;
+        Ok(TenantTx { tx, tenant })
     }
 
     pub fn tenant(&self) -> TenantId {
@@ -193,112 +185,21 @@ impl TenantTx {
     }
 
     pub async fn commit(self) -> Result<(), DbErr> {
-        self.conn.commit().await
+        self.tx.commit().await
     }
-}
-
-/// The scope statement, after `prefix`: typed values only (a UUID and a constant).
-fn scope_sql(prefix: &str, tenant: TenantId) -> String {
-    format!(
-        "{prefix}set_config('app.tenant_id', '{}', true), set_config('role', '{APP_ROLE}', true)",
-        tenant.0
-    )
 }
 
 impl std::ops::Deref for TenantTx {
-    type Target = PgTx;
-    fn deref(&self) -> &PgTx {
-        &self.conn
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.tx
     }
 }
 
-/// A Postgres transaction on one pooled connection that sea-orm can run statements on (it is a
-/// [`ConnectionTrait`]), begun by a statement of our choosing. Dropped without `commit`, it
-/// rolls back (the pool sends the queued `ROLLBACK` before the connection's next use).
-pub struct PgTx {
-    tx: tokio::sync::Mutex<sqlx::Transaction<'static, sqlx::Postgres>>,
-}
-
-impl PgTx {
-    /// A plain `BEGIN`: no tenant, the connecting role (migrations, sign-up, system scans).
-    pub async fn begin(db: &DatabaseConnection) -> Result<Self, DbErr> {
-        Self::begin_with(db, "BEGIN".to_string()).await
-    }
-
-    /// `statement` starts the transaction and may set it up in the same message; it is sent as
-    /// text, so it is built from typed values only.
-    async fn begin_with(db: &DatabaseConnection, statement: String) -> Result<Self, DbErr> {
-        let tx = db
-            .get_postgres_connection_pool()
-            .begin_with(sqlx::AssertSqlSafe(statement))
-            .await
-            .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(e.into())))?;
-        Ok(PgTx {
-            tx: tokio::sync::Mutex::new(tx),
-        })
-    }
-
-    pub async fn commit(self) -> Result<(), DbErr> {
-        self.tx
-            .into_inner()
-            .commit()
-            .await
-            .map_err(|e| DbErr::Exec(RuntimeErr::SqlxError(e.into())))
-    }
-}
-
-fn bound(stmt: &Statement) -> sqlx::query::Query<'_, sqlx::Postgres, SqlxValues> {
-    let values = stmt.values.clone().unwrap_or(Values(Vec::new()));
-    sqlx::query_with(sqlx::AssertSqlSafe(stmt.sql.as_str()), SqlxValues(values))
-}
-
-fn exec_err(e: sqlx::Error) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(e.into()))
-}
-
-fn query_err(e: sqlx::Error) -> DbErr {
-    DbErr::Query(RuntimeErr::SqlxError(e.into()))
-}
-
-#[async_trait::async_trait]
-impl ConnectionTrait for PgTx {
-    fn get_database_backend(&self) -> DatabaseBackend {
-        DatabaseBackend::Postgres
-    }
-
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        let mut tx = self.tx.lock().await;
-        bound(&stmt)
-            .execute(&mut **tx)
-            .await
-            .map(Into::into)
-            .map_err(exec_err)
-    }
-
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        let mut tx = self.tx.lock().await;
-        sqlx::Executor::execute(&mut **tx, sqlx::AssertSqlSafe(sql.to_owned()))
-            .await
-            .map(Into::into)
-            .map_err(exec_err)
-    }
-
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let mut tx = self.tx.lock().await;
-        bound(&stmt)
-            .fetch_optional(&mut **tx)
-            .await
-            .map(|row| row.map(Into::into))
-            .map_err(query_err)
-    }
-
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let mut tx = self.tx.lock().await;
-        bound(&stmt)
-            .fetch_all(&mut **tx)
-            .await
-            .map(|rows| rows.into_iter().map(Into::into).collect())
-            .map_err(query_err)
+impl TenantTx {
+    /// Wraps a transaction that has already set the tenant and switched to the app role.
+    pub fn adopt(tx: DatabaseTransaction, tenant: TenantId) -> Self {
+        TenantTx { tx, tenant }
     }
 }
 

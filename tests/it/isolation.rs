@@ -155,9 +155,9 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
     assert!(none.is_empty());
 }
 
-/// A tenant transaction begins with its scope in the same message: inside it the tenant and the
-/// app role hold; dropped without commit it leaves nothing; committed it stays; and the scope
-/// never outlives it on the pooled connection the next request gets.
+/// Inside a tenant transaction the tenant and the app role hold; dropped without commit it leaves
+/// nothing; committed it stays; and the scope never outlives it on the pooled connection the next
+/// request gets.
 #[tokio::test]
 async fn a_tenant_transaction_is_scoped_rolls_back_when_dropped_and_leaves_the_connection_clean() {
     let app = spawn_app().await;
