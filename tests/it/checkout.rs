@@ -748,14 +748,7 @@ async fn alipay_notify_marks_the_order_paid_once_and_staff_refunds_are_idempoten
         .await
         .unwrap();
     assert_eq!(env.reserved().await, 0);
-    let refunded: i64 = env
-        .mock
-        .refunds()
-        .into_iter()
-        .filter(|r| r.out_trade_no == out_trade_no)
-        .map(|r| r.refund_fen)
-        .sum();
-    assert_eq!(refunded, 9900);
+    assert_eq!(env.refunded_at_provider(&out_trade_no), 9900);
 }
 
 #[tokio::test]
@@ -1058,6 +1051,16 @@ const OUTAGE: Faults = Faults {
 };
 
 impl Env {
+    /// Fen the WeChat Pay mock refunded for one trade, over all its refunds.
+    fn refunded_at_provider(&self, out_trade_no: &str) -> i64 {
+        self.mock
+            .refunds()
+            .into_iter()
+            .filter(|r| r.out_trade_no == out_trade_no)
+            .map(|r| r.refund_fen)
+            .sum()
+    }
+
     async fn pay_with_key(&self, token: &str, order: &str, provider: &str, key: &str) -> Value {
         self.app
             .gql(
@@ -1305,14 +1308,7 @@ async fn a_payment_that_lands_while_the_close_waits_for_the_provider_is_refunded
         .await
         .unwrap();
     assert_eq!(env.auto_refunds(&order).await, ["PROCESSING"]);
-    let at_provider: i64 = env
-        .mock
-        .refunds()
-        .into_iter()
-        .filter(|r| r.out_trade_no == wx)
-        .map(|r| r.refund_fen)
-        .sum();
-    assert_eq!(at_provider, 9900);
+    assert_eq!(env.refunded_at_provider(&wx), 9900);
 }
 
 #[tokio::test]
