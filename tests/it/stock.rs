@@ -138,6 +138,19 @@ async fn redis_field(app: &TestApp, ctx: &RequestCtx, sku: Uuid, field: &str) ->
         .unwrap()
 }
 
+/// Tenant A's context and one warehouse holding a hot SKU (100 units) and another (5,000).
+async fn storm_stock(app: &TestApp) -> (RequestCtx, Uuid, Uuid, Uuid) {
+    let ctx = tenant_ctx(app, &app.a.slug).await;
+    let (hot, other) = (
+        seed_sku(app, &app.a.slug, "PHYSICAL").await,
+        seed_sku(app, &app.a.slug, "PHYSICAL").await,
+    );
+    let wh = warehouse(app, &app.a.token, "SH").await;
+    set_stock(app, &app.a.token, hot, wh, 100, 0).await;
+    set_stock(app, &app.a.token, other, wh, 5000, 0).await;
+    (ctx, hot, other, wh)
+}
+
 /// Two thousand buyers, half single-line, half multi-line, race for 100 units.
 async fn storm(
     app: &TestApp,
@@ -209,14 +222,7 @@ async fn storm(
 #[tokio::test]
 async fn two_thousand_concurrent_reservations_take_exactly_the_hundred_available_units() {
     let app = spawn_app().await;
-    let ctx = tenant_ctx(&app, &app.a.slug).await;
-    let (hot, other) = (
-        seed_sku(&app, &app.a.slug, "PHYSICAL").await,
-        seed_sku(&app, &app.a.slug, "PHYSICAL").await,
-    );
-    let wh = warehouse(&app, &app.a.token, "SH").await;
-    set_stock(&app, &app.a.token, hot, wh, 100, 0).await;
-    set_stock(&app, &app.a.token, other, wh, 5000, 0).await;
+    let (ctx, hot, other, wh) = storm_stock(&app).await;
     let (ok, multi_ok) = storm(&app, &ctx, hot, other, wh, false).await;
     assert_eq!(ok, 100);
     assert_eq!(level(&app, &ctx, hot).await, (100, 100, 0));
@@ -241,14 +247,7 @@ async fn two_thousand_concurrent_reservations_take_exactly_the_hundred_available
 #[tokio::test]
 async fn losing_the_redis_cache_mid_storm_never_oversells_and_the_reconciler_restores_it() {
     let app = spawn_app().await;
-    let ctx = tenant_ctx(&app, &app.a.slug).await;
-    let (hot, other) = (
-        seed_sku(&app, &app.a.slug, "PHYSICAL").await,
-        seed_sku(&app, &app.a.slug, "PHYSICAL").await,
-    );
-    let wh = warehouse(&app, &app.a.token, "SH").await;
-    set_stock(&app, &app.a.token, hot, wh, 100, 0).await;
-    set_stock(&app, &app.a.token, other, wh, 5000, 0).await;
+    let (ctx, hot, other, wh) = storm_stock(&app).await;
     let (ok, _) = storm(&app, &ctx, hot, other, wh, true).await;
     let (on_hand, reserved, _) = level(&app, &ctx, hot).await;
     assert!(
