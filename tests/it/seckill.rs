@@ -131,6 +131,22 @@ fn campaign_input(
                  "perBuyerLimit": limit, "paymentMinutes": 15}})
 }
 
+/// A SKU with `units` on hand, the store's mini-program channel and a running campaign selling
+/// all of them, `limit` per buyer: (sku, warehouse, channel, campaign).
+async fn stocked_sale(
+    app: &TestApp,
+    token: &str,
+    code: &str,
+    units: i32,
+    limit: i64,
+) -> (String, String, String, String) {
+    let (sku, wh) = stocked_sku(app, token, code, units).await;
+    let channel = own_channel(app, token).await;
+    let campaign =
+        running_campaign(app, token, (&sku, &wh, &channel), i64::from(units), limit).await;
+    (sku, wh, channel, campaign)
+}
+
 /// A running campaign (started a second ago, ten minutes left); returns its id.
 async fn running_campaign(
     app: &TestApp,
@@ -261,9 +277,7 @@ async fn a_thousand_buyers_race_for_fifty_units_while_taobao_sells_ten_and_nothi
     let tenant = tenant_id(&app, &app.a.slug).await;
     let m = start_mock(11).await;
     connect(&app, &token, &m, Platform::Taobao, "tb-flash").await;
-    let (sku, wh) = stocked_sku(&app, &token, "FLASH-1", 50).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 50, 2).await;
+    let (sku, wh, _, campaign) = stocked_sale(&app, &token, "FLASH-1", 50, 2).await;
     let edge = start_edge(&app, open_limits()).await;
     let people = buyers(&app, tenant, 1000).await;
     let http = http_client();
@@ -759,9 +773,7 @@ async fn token_buckets_refuse_a_flooding_buyer_and_a_flooding_ip_at_the_edge() {
     let app = spawn_app().await;
     let token = app.a.token.clone();
     let tenant = tenant_id(&app, &app.a.slug).await;
-    let (sku, wh) = stocked_sku(&app, &token, "RATE-1", 100).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 100, 100).await;
+    let (_, _, _, campaign) = stocked_sale(&app, &token, "RATE-1", 100, 100).await;
     let edge = start_edge(
         &app,
         SeckillConfig {
@@ -833,9 +845,7 @@ async fn the_other_tenant_can_neither_see_nor_buy_nor_warm_a_campaign() {
     let token = app.a.token.clone();
     let tenant_a = tenant_id(&app, &app.a.slug).await;
     let tenant_b = tenant_id(&app, &app.b.slug).await;
-    let (sku, wh) = stocked_sku(&app, &token, "ISO-1", 10).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 10, 1).await;
+    let (_, _, _, campaign) = stocked_sale(&app, &token, "ISO-1", 10, 1).await;
     let edge = start_edge(&app, open_limits()).await;
     let http = http_client();
     let a = buyers(&app, tenant_a, 2).await;
@@ -932,9 +942,7 @@ async fn the_gateway_graphql_buys_and_the_subscription_reports_the_ticket_until_
     let mut app = spawn_app().await;
     let token = app.a.token.clone();
     let tenant = tenant_id(&app, &app.a.slug).await;
-    let (sku, wh) = stocked_sku(&app, &token, "GQL-1", 5).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 5, 1).await;
+    let (_, _, _, campaign) = stocked_sale(&app, &token, "GQL-1", 5, 1).await;
     let edge = start_edge(&app, open_limits()).await;
     let people = buyers(&app, tenant, 2).await;
     let buy = "mutation($i: SeckillBuyInput!) { seckillBuy(input: $i) { ticket { id status quantity } userErrors { field code } } }";
@@ -1008,9 +1016,7 @@ async fn a_flushed_campaign_is_rewarmed_from_postgres_and_a_lost_ticket_is_publi
     let mut app = spawn_app().await;
     let token = app.a.token.clone();
     let tenant = tenant_id(&app, &app.a.slug).await;
-    let (sku, wh) = stocked_sku(&app, &token, "LOST-1", 10).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 10, 3).await;
+    let (_, _, _, campaign) = stocked_sale(&app, &token, "LOST-1", 10, 3).await;
     let edge = start_edge(&app, open_limits()).await;
     let http = http_client();
     let people = buyers(&app, tenant, 1).await;
@@ -1085,9 +1091,7 @@ async fn an_unpaid_order_is_cancelled_at_its_deadline_and_its_unit_goes_back_on_
     app.start_worker(RelayFaults::default()).await;
     let token = app.a.token.clone();
     let tenant = tenant_id(&app, &app.a.slug).await;
-    let (sku, wh) = stocked_sku(&app, &token, "UNPAID-1", 1).await;
-    let channel = own_channel(&app, &token).await;
-    let campaign = running_campaign(&app, &token, (&sku, &wh, &channel), 1, 1).await;
+    let (sku, _, _, campaign) = stocked_sale(&app, &token, "UNPAID-1", 1, 1).await;
     let edge = start_edge(&app, open_limits()).await;
     let http = http_client();
     let people = buyers(&app, tenant, 2).await;
