@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, code, spawn_app};
+use crate::orders::stock_in;
 
 const CREATE: &str = "mutation($i: ProductCreateInput!) { productCreate(input: $i) {
     product { id title kind status tags courseId membershipPlanId
@@ -848,23 +849,6 @@ async fn a_read_only_api_key_reads_the_catalog_but_cannot_change_it() {
     assert_eq!(r["data"]["product"]["status"], "DRAFT");
 }
 
-/// Creates warehouse `code` and sets `qty` units of `sku` there; returns the warehouse id.
-async fn stock_in(app: &TestApp, token: &str, sku: &Value, code: &str, qty: i64) -> Value {
-    let r = app
-        .gql(Some(token), "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }", json!({"i": {"code": code, "name": code}}))
-        .await;
-    let wh = r["data"]["warehouseCreate"]["warehouse"]["id"].clone();
-    let r = app
-        .gql(
-            Some(token),
-            "mutation($i: InventorySetInput!) { inventorySet(input: $i) { userErrors { code } } }",
-            json!({"i": {"skuId": sku, "warehouseId": wh, "quantity": qty, "changeFrom": 0}}),
-        )
-        .await;
-    assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
-    wh
-}
-
 #[tokio::test]
 async fn sku_inventory_sums_levels_over_warehouses() {
     let app = spawn_app().await;
@@ -873,7 +857,7 @@ async fn sku_inventory_sums_levels_over_warehouses() {
     let sku = p["skus"][0]["id"].clone();
     let mut warehouses = vec![];
     for (code_, qty) in [("SH", 7), ("GZ", 5)] {
-        warehouses.push(stock_in(&app, t, &sku, code_, qty).await);
+        warehouses.push(stock_in(&app, t, sku.as_str().unwrap(), code_, qty).await);
     }
     let q =
         "query($id: ID!) { product(id: $id) { skus { inventory { onHand reserved held available }
@@ -899,10 +883,7 @@ async fn sku_inventory_sums_levels_over_warehouses() {
     levels.sort_by_key(|l| l.1);
     assert_eq!(
         levels,
-        [
-            (warehouses[1].as_str().unwrap().to_string(), 5),
-            (warehouses[0].as_str().unwrap().to_string(), 7)
-        ]
+        [(warehouses[1].clone(), 5), (warehouses[0].clone(), 7)]
     );
     // A SKU never stocked has zero everywhere.
     let other = create_ok(&app, t, tshirt("Empty", &["INV-2"])).await;
@@ -1106,7 +1087,7 @@ async fn every_catalog_field_answers_the_same_in_place_and_through_the_generated
         )
         .await;
     assert_eq!(r["data"]["listingUpsert"]["userErrors"], json!([]), "{r}");
-    stock_in(&app, t, &sku, "SH", 6).await;
+    stock_in(&app, t, sku.as_str().unwrap(), "SH", 6).await;
 
     let vars = json!({"c": wx});
     let page = app

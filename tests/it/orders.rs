@@ -76,25 +76,13 @@ pub fn fast_sync() -> Options {
     }
 }
 
-/// A physical product with one SKU `code` and `qty` units in a new warehouse.
-pub async fn stocked_sku(app: &TestApp, token: &str, code_: &str, qty: i32) -> (String, String) {
-    let r = app
-        .gql(
-            Some(token),
-            "mutation($i: ProductCreateInput!) { productCreate(input: $i) { product { skus { id } } userErrors { code message } } }",
-            json!({"i": {"title": format!("Tee {code_}"), "kind": "PHYSICAL",
-                         "skus": [{"code": code_, "name": "M", "weightGrams": 200, "price": {"amount": "99.00", "currency": "CNY"}}]}}),
-        )
-        .await;
-    let sku = r["data"]["productCreate"]["product"]["skus"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_string();
+/// Creates warehouse `code` and sets `qty` units of `sku` there; returns the warehouse id.
+pub async fn stock_in(app: &TestApp, token: &str, sku: &str, code: &str, qty: i64) -> String {
     let r = app
         .gql(
             Some(token),
             "mutation($i: WarehouseCreateInput!) { warehouseCreate(input: $i) { warehouse { id } } }",
-            json!({"i": {"code": format!("WH-{code_}"), "name": "Main"}}),
+            json!({"i": {"code": code, "name": code}}),
         )
         .await;
     let wh = r["data"]["warehouseCreate"]["warehouse"]["id"]
@@ -109,6 +97,24 @@ pub async fn stocked_sku(app: &TestApp, token: &str, code_: &str, qty: i32) -> (
         )
         .await;
     assert_eq!(r["data"]["inventorySet"]["userErrors"], json!([]), "{r}");
+    wh
+}
+
+/// A physical product with one SKU `code` and `qty` units in a new warehouse.
+pub async fn stocked_sku(app: &TestApp, token: &str, code_: &str, qty: i32) -> (String, String) {
+    let r = app
+        .gql(
+            Some(token),
+            "mutation($i: ProductCreateInput!) { productCreate(input: $i) { product { skus { id } } userErrors { code message } } }",
+            json!({"i": {"title": format!("Tee {code_}"), "kind": "PHYSICAL",
+                         "skus": [{"code": code_, "name": "M", "weightGrams": 200, "price": {"amount": "99.00", "currency": "CNY"}}]}}),
+        )
+        .await;
+    let sku = r["data"]["productCreate"]["product"]["skus"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let wh = stock_in(app, token, &sku, &format!("WH-{code_}"), i64::from(qty)).await;
     (sku, wh)
 }
 
