@@ -162,12 +162,10 @@ async fn an_unfiltered_query_inside_tenant_a_sees_none_of_tenant_b() {
 async fn a_tenant_transaction_is_scoped_rolls_back_when_dropped_and_leaves_the_connection_clean() {
     let app = spawn_app().await;
     let a = tenant_id(&app, &app.a.slug).await;
-    let scope = |tx_or_pool: &'static str| {
+    let scope = || {
         Statement::from_string(
             DbBackend::Postgres,
-            format!(
-                "SELECT coalesce(current_setting('app.tenant_id', true), '') AS t, current_user::text AS r, '{tx_or_pool}' AS w"
-            ),
+            "SELECT coalesce(current_setting('app.tenant_id', true), '') AS t, current_user::text AS r",
         )
     };
     let key = |k: &str| {
@@ -187,7 +185,7 @@ async fn a_tenant_transaction_is_scoped_rolls_back_when_dropped_and_leaves_the_c
     };
 
     let tx = TenantTx::begin(&app.core.db, TenantId(a)).await.unwrap();
-    let inside = tx.query_one_raw(scope("tx")).await.unwrap().unwrap();
+    let inside = tx.query_one_raw(scope()).await.unwrap().unwrap();
     assert_eq!(inside.try_get::<String>("", "t").unwrap(), a.to_string());
     assert_eq!(
         inside.try_get::<String>("", "r").unwrap(),
@@ -211,13 +209,7 @@ async fn a_tenant_transaction_is_scoped_rolls_back_when_dropped_and_leaves_the_c
     );
     // Every pooled connection the next requests get is back to no tenant and the owner role.
     for _ in 0..20 {
-        let after = app
-            .core
-            .db
-            .query_one_raw(scope("pool"))
-            .await
-            .unwrap()
-            .unwrap();
+        let after = app.core.db.query_one_raw(scope()).await.unwrap().unwrap();
         assert_eq!(after.try_get::<String>("", "t").unwrap(), "");
         assert_ne!(
             after.try_get::<String>("", "r").unwrap(),
