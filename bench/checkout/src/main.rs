@@ -170,10 +170,13 @@ fn snap(serve: u32, worker: u32) -> CpuSnap {
     }
 }
 
+fn cpus() -> f64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+}
+
 /// Cores the whole machine was busy between two snapshots.
 fn busy_cores(a: &CpuSnap, b: &CpuSnap) -> f64 {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    cpus * (b.busy - a.busy) / (b.total - a.total).max(1.0)
+    cpus() * (b.busy - a.busy) / (b.total - a.total).max(1.0)
 }
 
 /// Mean milliseconds of one RSA-2048 SHA-256 PKCS#1 v1.5 signature with the code the server
@@ -193,8 +196,7 @@ fn rsa_sign_ms(key: &uphub_payments::keys::PrivateKey) -> anyhow::Result<f64> {
 
 fn cpu_line(a: CpuSnap, b: CpuSnap, secs: f64) -> String {
     let c = |x: f64, y: f64| (y - x) / secs;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let busy = (b.busy - a.busy) / (b.total - a.total).max(1.0);
+    let busy = busy_cores(&a, &b);
     let ours = c(a.serve, b.serve)
         + c(a.worker, b.worker)
         + c(a.postgres, b.postgres)
@@ -209,8 +211,8 @@ fn cpu_line(a: CpuSnap, b: CpuSnap, secs: f64) -> String {
         c(a.redis, b.redis),
         c(a.rabbit, b.rabbit),
         c(a.bench, b.bench),
-        (busy * cpus - ours).max(0.0),
-        100.0 * busy
+        (busy - ours).max(0.0),
+        100.0 * busy / cpus()
     )
 }
 
@@ -877,7 +879,7 @@ async fn run(db_name: &str, url: &str) -> anyhow::Result<()> {
         "CPU (cores) during buyerMe:         {}",
         cpu_line(c2b, c3, secs_f)
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let cpus = cpus();
     let cycle_ms = busy_cores(&c0, &c1) * 1000.0 / rate.max(1.0);
     println!(
         "CPU per placed + paid order (the whole machine): {cycle_ms:.1} ms; 500 orders/s on {cpus:.0} cores needs <= {:.1} ms",
