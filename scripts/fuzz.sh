@@ -34,6 +34,11 @@ sig = hmac.new(os.environ["SECRET"].encode(), f"{head}.{body}".encode(), hashlib
 print(f"{head}.{body}.{b64(sig)}")
 PY
 )
+# The claims above mirror services/src/auth.rs (issue_buyer_token): if they drift, the server
+# refuses the token and the buyer pass would fuzz nothing but UNAUTHENTICATED; stop instead.
+me=$(curl -s -X POST "$url" -H 'content-type: application/json' -H "Authorization: Bearer $buyer_token" \
+  -d '{"query":"{buyerMe{id}}"}')
+echo "$me" | grep -q '"buyerMe":{"id"' || { echo "fuzz: the minted buyer token is refused: $me" >&2; exit 1; }
 
 bad=0
 for who in staff buyer; do
